@@ -1,0 +1,3 @@
+"""Imports every paper module so that its experiments register themselves."""
+
+from experiments import robbins_monro  # noqa: F401

@@ -1,0 +1,157 @@
+"""Claims from papers and the verdicts the harness gives them on measured traces.
+
+A :class:`Claim` names a metric of a run and what a paper says about it:
+
+* ``kind="exponent"``: E metric(k) ~ k^expected (``relation`` "eq"; "le" for an O(k^expected) upper bound, which
+  holds when the whole interval lies at or below expected + tolerance; "ge" for a lower bound).
+* ``kind="constant"``: E metric(k) ~ expected * k^exponent with a known exponent; ``tolerance`` is relative.
+* ``kind="sample_complexity"``: samples N(eps) to reach eps scale like eps^expected.
+
+Verdict rule (``eq``): PASS when the measured confidence interval meets [expected - tol, expected + tol] and is at
+most ``max_ci_width`` wide (a noisy measurement that cannot tell is a FAIL, not a PASS). A run in which any seed
+diverged fails every claim on it, with the count in the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from experiments.rates import TRANSFORMS, Fit, fit_constant, fit_power_law, fit_sample_complexity, transform
+from experiments.runner import Trace
+from ratelab.errors import RatelabError
+from ratelab.validate import check_choice, check_positive
+
+KINDS = ("exponent", "constant", "sample_complexity")
+RELATIONS = ("eq", "le", "ge")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checkable statement of a paper about one metric of a run."""
+
+    id: str
+    statement: str
+    metric: str
+    expected: float
+    tolerance: float
+    kind: str = "exponent"
+    relation: str = "eq"
+    window: tuple[float, float] | None = None
+    transform: str = "none"
+    exponent: float | None = None
+    eps: tuple[float, ...] | None = None
+    samples_per_step: float = 1.0
+    max_ci_width: float | None = None
+    index: tuple[int, ...] = ()
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_choice("kind", self.kind, KINDS)
+        check_choice("relation", self.relation, RELATIONS)
+        check_choice("transform", self.transform, TRANSFORMS)
+        check_positive("tolerance", self.tolerance)
+        check_positive("samples_per_step", self.samples_per_step)
+        if self.kind == "constant" and self.exponent is None:
+            raise RatelabError(f"claim {self.id!r}: kind 'constant' needs exponent (the known power of k)")
+        if self.kind == "sample_complexity" and not self.eps:
+            raise RatelabError(f"claim {self.id!r}: kind 'sample_complexity' needs eps (the targets)")
+
+    @property
+    def width_limit(self) -> float:
+        """Widest interval that still counts as a measurement (default: twice the tolerance band)."""
+        if self.max_ci_width is not None:
+            return self.max_ci_width
+        return 4 * self.tolerance * (abs(self.expected) if self.kind == "constant" else 1.0)
+
+    def band(self) -> tuple[float, float]:
+        """The values the claim allows: expected +- tolerance (relative for constants)."""
+        tol = self.tolerance * abs(self.expected) if self.kind == "constant" else self.tolerance
+        return self.expected - tol, self.expected + tol
+
+    def describe(self) -> str:
+        if self.kind == "constant":
+            return f"C = {self.expected:.4g} (k^{self.exponent:g}) +-{100 * self.tolerance:g}%"
+        sym = {"eq": "=", "le": "<=", "ge": ">="}[self.relation]
+        what = "exponent" if self.kind == "exponent" else "N(eps) exponent"
+        return f"{what} {sym} {self.expected:.4g} +-{self.tolerance:g}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of checking one claim on one trace."""
+
+    claim: Claim
+    passed: bool
+    measured: float
+    ci: tuple[float, float]
+    reason: str
+    fit: Fit | None
+    diverged: int = 0
+
+    @property
+    def status(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def as_dict(self) -> dict:
+        claim = asdict(self.claim)
+        return {"claim": claim, "status": self.status, "passed": self.passed, "measured": self.measured,
+                "ci": list(self.ci), "reason": self.reason, "diverged_seeds": self.diverged,
+                "fit": None if self.fit is None else self.fit.as_dict()}
+
+
+def _select(claim: Claim, trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    values = trace[claim.metric]
+    diverged = trace.diverged
+    for i in claim.index:
+        values, diverged = values[i], diverged[i]
+    if values.ndim != 2:
+        raise RatelabError(f"claim {claim.id!r}: index must select a [seeds, n] slice of {claim.metric!r}, "
+                           f"got shape {values.shape}")
+    return values, diverged, trace.steps * claim.samples_per_step
+
+
+def check(claim: Claim, trace: Trace, *, n_boot: int = 2000, seed: int = 0) -> Verdict:
+    """Judge ``claim`` on ``trace``: fit on the seeds that stayed finite, fail if any diverged."""
+    values, diverged, x = _select(claim, trace)
+    n_div = int(diverged.sum())
+    ok = ~diverged
+    if ok.sum() == 0:
+        return Verdict(claim, False, float("nan"), (float("nan"), float("nan")),
+                       f"all {diverged.size} seeds diverged (first at k={int(trace.diverged_at.min())})", None, n_div)
+    v = transform(values[ok], claim.transform)
+    try:
+        if claim.kind == "exponent":
+            fit = fit_power_law(x, v, window=claim.window, n_boot=n_boot, seed=seed)
+            measured, ci = fit.exponent, fit.exponent_ci
+        elif claim.kind == "constant":
+            fit = fit_constant(x, v, claim.exponent, window=claim.window, n_boot=n_boot, seed=seed)
+            measured, ci = fit.constant, fit.constant_ci
+        else:
+            fit = fit_sample_complexity(x, v, np.asarray(claim.eps), n_boot=n_boot, seed=seed)
+            measured, ci = fit.exponent, fit.exponent_ci
+    except RatelabError as err:
+        return Verdict(claim, False, float("nan"), (float("nan"), float("nan")), f"no fit: {err}", None, n_div)
+
+    lo, hi = claim.band()
+    width = ci[1] - ci[0]
+    if claim.relation == "eq":
+        agrees = ci[1] >= lo and ci[0] <= hi
+    elif claim.relation == "le":
+        agrees = ci[1] <= hi
+    else:
+        agrees = ci[0] >= lo
+    conclusive = width <= claim.width_limit
+    passed = agrees and conclusive and n_div == 0
+    interval = f"[{ci[0]:.4g}, {ci[1]:.4g}]"
+    if n_div:
+        reason = f"{n_div}/{diverged.size} seeds diverged (first at k={int(trace.diverged_at[diverged].min())})"
+    elif not conclusive:
+        reason = f"inconclusive: interval {interval} wider than {claim.width_limit:.3g}"
+    elif agrees:
+        reason = f"interval {interval} within claimed band [{lo:.4g}, {hi:.4g}]"
+    else:
+        reason = f"interval {interval} outside claimed band [{lo:.4g}, {hi:.4g}]"
+    return Verdict(claim, bool(passed), float(measured), (float(ci[0]), float(ci[1])), reason, fit, n_div)

@@ -1,0 +1,161 @@
+"""The ``ratelab`` command line: ``list``, ``run`` and ``verify``.
+
+Exit status: 0 when every judged claim passes, 1 when one fails, 2 on a usage or input error (one line on
+stderr naming the argument and what is allowed; no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ratelab.errors import RatelabError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        self.exit(EXIT_USAGE, f"ratelab: error: {message} (see 'ratelab {self.prog.split()[-1]} --help')\n"
+                  if " " in self.prog else f"ratelab: error: {message} (see 'ratelab --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"must look like KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="small configuration (default)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full", help="the paper's settings")
+    p.set_defaults(mode="quick")
+    p.add_argument("--seeds", type=_positive_int, help="number of independent runs (overrides the config)")
+    p.add_argument("--steps", type=_positive_int, help="iterations per run (overrides the config)")
+    p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value (e.g. --set a=2.0)")
+    p.add_argument("--out", default="results", help="output folder (default: results)")
+    p.add_argument("--force", action="store_true", help="rerun even if config and code are unchanged")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ratelab", description="Theory papers as running, checkable numbers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p_list = sub.add_parser("list", help="list experiments and their claims")
+    p_list.add_argument("--markdown", action="store_true", help="print the README table of papers and claims")
+    p_list.add_argument("--results", default="results", help="folder whose report.json gives current verdicts")
+    p_run = sub.add_parser("run", help="run one experiment and judge its claims")
+    p_run.add_argument("id", help="experiment id (see 'ratelab list')")
+    _add_run_options(p_run)
+    p_ver = sub.add_parser("verify", help="run experiments, judge every claim, write REPORT.md and report.json")
+    p_ver.add_argument("--only", nargs="+", metavar="ID", help="only these experiments")
+    _add_run_options(p_ver)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = dict(args.settings)
+    if args.seeds is not None:
+        out["seeds"] = args.seeds
+    if args.steps is not None:
+        out["steps"] = args.steps
+    return out
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from experiments.claims import Claim
+    from experiments.registry import experiments
+    from experiments.report import _claimed
+
+    current: dict[tuple[str, str], dict] = {}
+    report = Path(args.results) / "report.json"
+    if report.exists():
+        for row in json.loads(report.read_text()).get("claims", []):
+            current[(row["experiment"], row["claim"])] = row
+    lines = []
+    if args.markdown:
+        lines += ["| experiment | paper | regenerates | claim | claimed | verdict (quick) |", "|---|---|---|---|---|---|"]
+    for exp in experiments():
+        cfg = exp.config("quick")
+        claims: list[Claim] = exp.claims(cfg)
+        if not args.markdown:
+            lines.append(f"{exp.id:<12} {exp.paper.short}, {exp.figure}")
+            lines.append(f"{'':<12} {exp.title}")
+        for c in claims:
+            row = current.get((exp.id, c.id))
+            verdict = "not run" if row is None else (
+                f"{row['status']}: {row['measured']:.4g} [{row['ci'][0]:.4g}, {row['ci'][1]:.4g}]")
+            claimed = _claimed({"kind": c.kind, "relation": c.relation, "expected": c.expected,
+                                "tolerance": c.tolerance})
+            if args.markdown:
+                paper = f"[{exp.paper.short}]({exp.paper.url})" if exp.paper.url else exp.paper.short
+                lines.append(f"| `{exp.id}` | {paper} | {exp.figure} | {c.statement} | {claimed} | {verdict} |")
+            else:
+                lines.append(f"{'':<12}   - {c.id}: {c.statement}; {claimed} ({verdict})")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace, ids: list[str]) -> int:
+    from experiments.harness import plan, prepare_out, run_experiment
+    from experiments.registry import get
+    from experiments.report import console_table, rows, write_report
+
+    exps = [get(i) for i in ids]
+    overrides = _overrides(args)
+    for exp in exps:  # every input error before any compute
+        plan(exp, args.mode, overrides)
+    prepare_out(args.out)
+    results = [run_experiment(e, args.mode, out=args.out, overrides=overrides, force=args.force,
+                              progress=args.progress, log=_log) for e in exps]
+    table = rows(results)
+    print(console_table(table))
+    if args.command == "verify":
+        md, _ = write_report(args.out, results, args.mode)
+        print(f"\nreport: {md}")
+    else:
+        print(f"\nfigure: {Path(args.out) / ids[0] / 'figure.png'}")
+    return EXIT_OK if all(r["status"] == "PASS" for r in table) else EXIT_FAIL
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return _cmd_list(args)
+        if args.command == "run":
+            return _cmd_run(args, [args.id])
+        from experiments.registry import experiments
+
+        ids = args.only if args.only else [e.id for e in experiments()]
+        return _cmd_run(args, list(dict.fromkeys(ids)))
+    except RatelabError as err:
+        print(f"ratelab: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("ratelab: interrupted; finished experiments are saved, a rerun resumes the rest", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

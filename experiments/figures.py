@@ -1,0 +1,134 @@
+"""Figures: log-log curves, mean over seeds with shaded bands, fitted and claimed slopes as reference lines.
+
+Diverged seeds are never drawn as data: they are left out and counted in the panel.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import textwrap
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from experiments.claims import Claim, Verdict  # noqa: E402
+from experiments.io import atomic_write  # noqa: E402
+from experiments.rates import samples_to_reach, transform  # noqa: E402
+from experiments.registry import Experiment, Panel  # noqa: E402
+from experiments.runner import Trace  # noqa: E402
+
+_Z95 = 1.959963984540054
+
+
+def _slice(values: np.ndarray, diverged: np.ndarray, index: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    for i in index:
+        values, diverged = values[i], diverged[i]
+    return values, diverged
+
+
+def _on_panel(claim: Claim, panel: Panel) -> bool:
+    return (claim.kind != "sample_complexity" and claim.metric == panel.metric and claim.transform == panel.transform
+            and tuple(claim.index) == tuple(panel.index) and claim.samples_per_step == panel.samples_per_step)
+
+
+def _band(ax, x: np.ndarray, per_seed: np.ndarray, label: str, color: Any) -> np.ndarray:
+    mean = per_seed.mean(axis=0)
+    if per_seed.shape[0] > 1:
+        lo_q, hi_q = np.percentile(per_seed, [10, 90], axis=0)
+        ax.fill_between(x, np.maximum(lo_q, np.finfo(float).tiny), hi_q, color=color, alpha=0.12, lw=0,
+                        label="10-90% of seeds")
+        se = per_seed.std(axis=0, ddof=1) / np.sqrt(per_seed.shape[0])
+        ax.fill_between(x, np.maximum(mean - _Z95 * se, np.finfo(float).tiny), mean + _Z95 * se, color=color,
+                        alpha=0.35, lw=0, label="95% CI of mean")
+    ax.plot(x, mean, color=color, lw=1.6, label=label)
+    return mean
+
+
+def _verdict_lines(ax, v: Verdict) -> None:
+    if v.fit is None:
+        return
+    c = v.claim
+    lo, hi = v.fit.window
+    xs = np.geomspace(lo, hi, 50)
+    tag = f"{v.status}"
+    if c.kind == "constant":
+        ax.plot(xs, v.fit.constant * xs ** c.exponent, color="tab:red", lw=1.2,
+                label=f"measured C = {v.measured:.4g} [{v.ci[0]:.4g}, {v.ci[1]:.4g}]")
+        ax.plot(xs, c.expected * xs ** c.exponent, color="k", ls="--", lw=1.2,
+                label=f"claimed C = {c.expected:.4g}  ({tag})")
+    else:
+        fitted = v.fit.constant * xs ** v.fit.exponent
+        ax.plot(xs, fitted, color="tab:red", lw=1.2,
+                label=f"fit slope {v.measured:.3f} [{v.ci[0]:.3f}, {v.ci[1]:.3f}]")
+        anchor = np.sqrt(lo * hi)
+        y_anchor = v.fit.constant * anchor ** v.fit.exponent
+        ax.plot(xs, y_anchor * (xs / anchor) ** c.expected, color="k", ls=":", lw=1.5,
+                label=f"claimed slope {c.expected:.3g}  ({tag})")
+
+
+def _curve_panel(ax, panel: Panel, cfg: dict, trace: Trace, verdicts: list[Verdict]) -> None:
+    values, diverged = _slice(trace[panel.metric], trace.diverged, panel.index)
+    x = trace.steps * panel.samples_per_step
+    ok = ~diverged
+    if ok.any():
+        per_seed = transform(values[ok], panel.transform)
+        _band(ax, x, per_seed, f"mean over {int(ok.sum())} seeds", "tab:blue")
+    if panel.reference is not None:
+        ax.plot(x, panel.reference(cfg, trace.steps), color="0.3", ls="--", lw=1.0, label=panel.reference_label)
+    for v in verdicts:
+        if _on_panel(v.claim, panel):
+            _verdict_lines(ax, v)
+    if diverged.any():
+        ax.text(0.02, 0.02, f"{int(diverged.sum())} of {diverged.size} seeds diverged (not drawn)",
+                transform=ax.transAxes, color="tab:red", fontsize=9)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(panel.xlabel)
+    ax.set_ylabel(panel.ylabel + ("" if panel.transform == "none" else f" ({panel.transform.replace('_', ' ')})"))
+    if panel.label:
+        ax.set_title(panel.label, fontsize=10)
+
+
+def _complexity_panel(ax, v: Verdict, trace: Trace) -> None:
+    c = v.claim
+    values, diverged = _slice(trace[c.metric], trace.diverged, c.index)
+    eps = np.sort(np.asarray(c.eps, dtype=float))
+    ok = ~diverged
+    n = samples_to_reach(trace.steps * c.samples_per_step, transform(values[ok], c.transform), eps)
+    finite = np.isfinite(n).all(axis=0)
+    if finite.any():
+        _band(ax, eps[finite], n[:, finite], "mean samples to reach eps", "tab:green")
+    _verdict_lines(ax, v)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("target eps")
+    ax.set_ylabel(f"samples until {c.metric} <= eps")
+    ax.set_title(c.id, fontsize=10)
+
+
+def plot_experiment(exp: Experiment, cfg: dict, trace: Trace, verdicts: list[Verdict],
+                    path: str | os.PathLike) -> None:
+    """Draw the experiment's figure and write it atomically to ``path`` (PNG)."""
+    complexity = [v for v in verdicts if v.claim.kind == "sample_complexity"]
+    n = len(exp.panels) + len(complexity)
+    fig, axes = plt.subplots(1, n, figsize=(7.0 * n, 5.0), squeeze=False)
+    for ax, panel in zip(axes[0], exp.panels):
+        _curve_panel(ax, panel, cfg, trace, verdicts)
+    for ax, v in zip(axes[0][len(exp.panels):], complexity):
+        _complexity_panel(ax, v, trace)
+    for ax in axes[0]:
+        ax.grid(True, which="both", alpha=0.25)
+        ax.legend(fontsize=7.5, loc="best")
+    status = "PASS" if all(v.passed for v in verdicts) else "FAIL"
+    wrapped = textwrap.fill(exp.title, width=int(95 * n))
+    fig.suptitle(f"{exp.paper.short}, {exp.figure}: {status}\n{wrapped}", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))

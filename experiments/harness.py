@@ -1,0 +1,131 @@
+"""Run registered experiments: validate, compute (or reuse), judge the claims and write the results atomically.
+
+Per experiment, under ``OUT/ID/``: ``trace.npz`` (steps, metrics, divergence), ``figure.png`` and ``result.json``
+(config, hashes, versions, seed, timings, verdicts). ``result.json`` is written last: it is the commit record, so
+a folder without it is an interrupted run, which the next run resumes from ``checkpoint.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from experiments.claims import Verdict, check
+from experiments.figures import plot_experiment
+from experiments.io import atomic_savez, atomic_write_json
+from experiments.provenance import code_version, config_hash, versions
+from experiments.registry import Experiment
+from experiments.runner import Trace
+from ratelab.errors import RatelabError
+from ratelab.validate import check_positive_int
+
+UPDATES_PER_CHUNK = 2e8  # seed-steps per jitted call: a few seconds on one CPU core, so the bar moves
+
+
+def prepare_out(out: str | os.PathLike) -> Path:
+    """Create ``out`` if needed and prove it is writable, before any compute."""
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise RatelabError(f"out must be a writable folder, got {str(path)!r} ({err.strerror or err})") from None
+    return path
+
+
+def plan(exp: Experiment, mode: str, overrides: dict[str, Any] | None = None) -> tuple[dict, list]:
+    """Resolve and check the config and build the claims: every input error surfaces here, before compute."""
+    cfg = exp.config(mode, overrides)
+    for name in ("seeds", "steps", "log_every"):
+        check_positive_int(name, cfg[name])
+    if cfg["steps"] % cfg["log_every"]:
+        raise RatelabError(f"steps must be a multiple of log_every ({cfg['log_every']}), got {cfg['steps']}")
+    if exp.validate is not None:
+        exp.validate(cfg)
+    return cfg, exp.claims(cfg)
+
+
+def save_trace(path: Path, trace: Trace) -> None:
+    arrays = {"steps": trace.steps, "diverged": trace.diverged, "diverged_at": trace.diverged_at}
+    arrays.update({f"metric/{k}": v for k, v in trace.metrics.items()})
+    if trace.sweep_values is not None:
+        arrays["sweep_values"] = trace.sweep_values
+    atomic_savez(path, arrays)
+
+
+def load_trace(path: str | os.PathLike) -> Trace:
+    with np.load(path) as z:
+        metrics = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("metric/")}
+        steps = z["steps"]
+        return Trace(steps=steps, metrics=metrics, diverged=z["diverged"], diverged_at=z["diverged_at"],
+                     final_state=None, log_every=int(steps[0]), aggregate="unknown",
+                     sweep_values=z["sweep_values"] if "sweep_values" in z.files else None)
+
+
+def _cached(folder: Path, chash: str) -> dict | None:
+    try:
+        result = json.loads((folder / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    fresh = result.get("config_hash") == chash and result.get("code_version") == code_version()
+    files = all((folder / name).exists() for name in ("trace.npz", "figure.png"))
+    return result if fresh and files else None
+
+
+def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLike = "results",
+                   overrides: dict[str, Any] | None = None, force: bool = False, progress: bool | None = None,
+                   log: Callable[[str], None] = lambda msg: None) -> dict:
+    """Run one experiment (or reuse its result) and return the content of its ``result.json``."""
+    cfg, claims = plan(exp, mode, overrides)
+    folder = prepare_out(Path(out) / exp.id)
+    chash = config_hash(exp.id, mode, cfg)
+    if not force:
+        cached = _cached(folder, chash)
+        if cached is not None:
+            log(f"{exp.id}: unchanged config and code, reusing {folder / 'result.json'} (--force reruns)")
+            return {**cached, "reused": True}
+
+    total = cfg["steps"] * cfg["seeds"]
+    n_blocks = cfg["steps"] // cfg["log_every"]
+    chunks = max(1, min(n_blocks, math.ceil(total / UPDATES_PER_CHUNK)))
+    log(f"{exp.id}: running {mode} ({cfg['seeds']} seeds x {cfg['steps']} steps)")
+    t0 = time.perf_counter()
+    trace = exp.execute(cfg, jax.random.key(cfg["seed"]), chunks=chunks, progress=progress,
+                        checkpoint=folder / "checkpoint.npz")
+    wall = time.perf_counter() - t0
+    verdicts: list[Verdict] = [check(c, trace) for c in claims]
+
+    save_trace(folder / "trace.npz", trace)
+    plot_experiment(exp, cfg, trace, verdicts, folder / "figure.png")
+    diverged = int(trace.diverged.sum())
+    result = {
+        "id": exp.id,
+        "paper": {"key": exp.paper.key, "short": exp.paper.short, "citation": exp.paper.cite(), "url": exp.paper.url},
+        "figure": exp.figure,
+        "title": exp.title,
+        "mode": mode,
+        "config": cfg,
+        "config_hash": chash,
+        "code_version": code_version(),
+        "versions": versions(),
+        "seed": cfg["seed"],
+        "timings": {"wall_s": wall, **trace.timings},
+        "divergence": {"diverged_seeds": diverged, "of": int(trace.diverged.size),
+                       "first_k": int(trace.diverged_at[trace.diverged].min()) if diverged else None},
+        "verdicts": [v.as_dict() for v in verdicts],
+        "status": "PASS" if all(v.passed for v in verdicts) else "FAIL",
+        "files": {"trace": "trace.npz", "figure": "figure.png"},
+    }
+    atomic_write_json(folder / "result.json", result)
+    log(f"{exp.id}: {result['status']} in {wall:.1f}s (compile {trace.timings['compile_s']:.1f}s)")
+    return {**result, "reused": False}

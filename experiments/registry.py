@@ -1,0 +1,148 @@
+"""The registry of experiments: what each regenerates, its configurations and its claims.
+
+An experiment module (one per paper) defines an :class:`Experiment` and calls :func:`register`; importing
+``experiments.catalog`` imports every such module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import jax
+
+from experiments.claims import Claim
+from experiments.runner import Trace
+from ratelab.errors import RatelabError
+
+MODES = ("quick", "full")
+RESERVED = ("seed", "seeds", "steps", "log_every", "x64")
+
+
+@dataclass(frozen=True)
+class Paper:
+    key: str
+    authors: str
+    title: str
+    venue: str
+    year: int
+    url: str = ""
+
+    @property
+    def short(self) -> str:
+        first = self.authors.split(",")[0].split(" and ")[0].strip().split()[-1]
+        etal = " et al." if ("," in self.authors or " and " in self.authors) else ""
+        return f"{first}{etal} ({self.year})"
+
+    def cite(self) -> str:
+        return f"{self.authors}, \"{self.title}\", {self.venue}, {self.year}."
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One axes of the experiment's figure: a metric against iterations (or samples), log-log."""
+
+    metric: str
+    ylabel: str
+    transform: str = "none"
+    xlabel: str = "iteration k"
+    samples_per_step: float = 1.0
+    index: tuple[int, ...] = ()
+    label: str = ""
+    reference: Callable[[dict, Any], Any] | None = None
+    reference_label: str = "exact"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A figure or table of a paper, made runnable.
+
+    Attributes:
+      id: short unique name used on the command line.
+      paper: the paper whose claims are checked.
+      figure: what it regenerates (e.g. "Fig. 2", "Theorem 3.1").
+      title: one line for listings and the figure title.
+      configs: ``{"quick": {...}, "full": {...}}``, each with ``seed``, ``seeds``, ``steps``, ``log_every`` and the
+        experiment's own parameters; ``--set`` may override any key, with the default's type.
+      execute: ``(config, key) -> Trace``: builds the problem and solver from the config and runs them.
+      claims: ``config -> [Claim]``: the claims, with expected values computed from the config.
+      panels: the figure's axes.
+      validate: ``config -> None``: raises :class:`RatelabError` on a bad config before any compute.
+    """
+
+    id: str
+    paper: Paper
+    figure: str
+    title: str
+    configs: dict[str, dict[str, Any]]
+    execute: Callable[[dict, jax.Array], Trace]
+    claims: Callable[[dict], list[Claim]]
+    panels: tuple[Panel, ...]
+    validate: Callable[[dict], None] | None = None
+    notes: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def config(self, mode: str = "quick", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The configuration for ``mode`` with ``overrides`` applied (coerced to each default's type)."""
+        if mode not in self.configs:
+            raise RatelabError(f"mode must be one of {', '.join(map(repr, self.configs))}, got {mode!r}")
+        cfg = dict(self.configs[mode])
+        for key, value in (overrides or {}).items():
+            if key not in cfg:
+                raise RatelabError(f"unknown setting {key!r} for {self.id}; allowed: {', '.join(sorted(cfg))}")
+            cfg[key] = coerce(key, value, cfg[key])
+        return cfg
+
+
+def coerce(key: str, value: Any, like: Any) -> Any:
+    """Convert ``value`` (possibly a string from the command line) to the type of ``like``."""
+    try:
+        if isinstance(like, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return value.lower() in ("true", "1")
+            return bool(value)
+        if isinstance(like, int):
+            f = float(value)
+            if f != int(f):
+                raise ValueError
+            return int(f)
+        if isinstance(like, float):
+            return float(value)
+    except (TypeError, ValueError):
+        raise RatelabError(f"{key} must be a {type(like).__name__}, got {value!r}") from None
+    return value
+
+
+_REGISTRY: dict[str, Experiment] = {}
+
+
+def register(exp: Experiment) -> Experiment:
+    if exp.id in _REGISTRY and _REGISTRY[exp.id] is not exp:
+        raise RatelabError(f"experiment id {exp.id!r} is registered twice")
+    for mode in MODES:
+        if mode not in exp.configs:
+            raise RatelabError(f"experiment {exp.id!r} lacks a {mode!r} configuration")
+        missing = [k for k in ("seed", "seeds", "steps", "log_every") if k not in exp.configs[mode]]
+        if missing:
+            raise RatelabError(f"experiment {exp.id!r} {mode} configuration lacks {missing}")
+    _REGISTRY[exp.id] = exp
+    return exp
+
+
+def unregister(exp_id: str) -> None:
+    _REGISTRY.pop(exp_id, None)
+
+
+def experiments() -> list[Experiment]:
+    import experiments.catalog  # noqa: F401  (registers every paper module)
+
+    return list(_REGISTRY.values())
+
+
+def get(exp_id: str) -> Experiment:
+    known = {e.id: e for e in experiments()}
+    if exp_id not in known:
+        raise RatelabError(f"unknown experiment {exp_id!r}; known: {', '.join(sorted(known)) or '(none)'}")
+    return known[exp_id]

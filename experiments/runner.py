@@ -1,0 +1,358 @@
+"""Run a solver on a problem: ``jit(vmap(lax.scan))`` over seeds (and optionally a hyperparameter).
+
+The iteration is a scan over *blocks* of ``log_every`` steps. A block draws the exogenous samples of all its
+steps in one bulk call (``vmap(solver.sample)``), scans the steps, and logs the metrics of its last step
+(``aggregate="last"``) or their mean / min over the block (``"mean"``, ``"min"``: exact running averages /
+minima from the logged values). The key of block b is ``fold_in(run_key, b)``, so a run split into chunks, or
+resumed from a checkpoint, is bitwise identical to the same run done in one call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ratelab.errors import RatelabError
+from ratelab.solver import Solver
+from ratelab.validate import check_choice, check_positive_int
+
+AGGREGATES = ("last", "mean", "min")
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What a run produced, as NumPy arrays.
+
+    Attributes:
+      steps: ``[n_log]`` iteration count k after each logged block (``log_every, 2 log_every, ..., steps``).
+      metrics: name -> ``[*sweep, seeds, n_log]`` values (last / mean / min over each block).
+      diverged: ``[*sweep, seeds]`` True where any metric or state entry became NaN or inf.
+      diverged_at: ``[*sweep, seeds]`` first logged k with a non-finite metric (``-1`` if none).
+      final_state: the solver state after the last step, leaves ``[*sweep, seeds, ...]``.
+      sweep_values: the hyperparameter values of a :func:`sweep` (``None`` for :func:`run`).
+    """
+
+    steps: np.ndarray
+    metrics: dict[str, np.ndarray]
+    diverged: np.ndarray
+    diverged_at: np.ndarray
+    final_state: Any
+    log_every: int
+    aggregate: str
+    timings: dict[str, float] = field(default_factory=dict)
+    sweep_values: np.ndarray | None = None
+
+    @property
+    def seeds(self) -> int:
+        return self.diverged.shape[-1]
+
+    def __getitem__(self, metric: str) -> np.ndarray:
+        if metric not in self.metrics:
+            raise RatelabError(f"metric must be one of {', '.join(map(repr, self.metrics))}, got {metric!r}")
+        return self.metrics[metric]
+
+
+def as_keys(key: Any, seeds: int) -> jax.Array:
+    """``seeds`` independent keys: split from an int seed or a single key, or taken as given (shape ``[seeds]``)."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        key = jax.random.key(int(key))
+    if not isinstance(key, jax.Array):
+        raise RatelabError(f"key must be an int seed or a jax PRNG key, got {type(key).__name__}")
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
+            raise RatelabError(f"key must be an int seed or a jax PRNG key, got an array of {key.dtype} {key.shape}")
+        key = jax.random.wrap_key_data(key)
+    if key.ndim == 0:
+        return jax.random.split(key, seeds)
+    if key.shape != (seeds,):
+        raise RatelabError(f"key must be one key or {seeds} keys (one per seed), got shape {key.shape}")
+    return key
+
+
+def _instantiate(make: Callable[[Any], Any], value: Any, problem: Any) -> tuple[Solver, Any]:
+    out = make(value)
+    if isinstance(out, Solver):
+        return out, problem
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], Solver):
+        return out
+    raise RatelabError(f"make must return a Solver or (Solver, problem), got {type(out).__name__}")
+
+
+def _to_x64(tree: Any) -> Any:
+    def cast(x):
+        if isinstance(x, (jax.Array, np.ndarray)) and jnp.issubdtype(x.dtype, jnp.floating):
+            return jnp.asarray(x, jnp.float64)
+        return x
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
+def _describe(tree: Any) -> str:
+    return str(jax.tree_util.tree_map(lambda x: f"{x.dtype}{list(x.shape)}", tree))
+
+
+def _check_protocol(make: Callable, value: Any, problem: Any, key: jax.Array) -> dict[str, Any]:
+    """Trace init/sample/step abstractly (no compute) and explain the first thing that does not fit."""
+    solver, prob = _instantiate(make, value, problem)
+    try:
+        state = jax.eval_shape(solver.init, prob, key)
+        xi = jax.eval_shape(solver.sample, prob, key)
+        new_state, metrics = jax.eval_shape(solver.step, state, prob, xi)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, RatelabError):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RatelabError(f"problem does not fit the solver (mismatched shapes?): {first}") from None
+    if jax.tree_util.tree_structure(new_state) != jax.tree_util.tree_structure(state) or any(
+        (a.shape, a.dtype) != (b.shape, b.dtype)
+        for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(new_state))
+    ):
+        raise RatelabError(
+            f"solver.step must keep the state's structure, shapes and dtypes: init gives {_describe(state)}, "
+            f"step returns {_describe(new_state)}"
+        )
+    if not isinstance(metrics, dict) or not metrics:
+        raise RatelabError("solver.step must return (state, metrics) with metrics a non-empty dict of scalars")
+    bad = {k: v.shape for k, v in metrics.items() if v.shape != ()}
+    if bad:
+        raise RatelabError(f"metrics must be scalars, got shapes {bad}")
+    return metrics
+
+
+def _block_fn(make: Callable, log_every: int, aggregate: str, metric_spec: dict[str, Any]) -> Callable:
+    """One seed, one block of ``log_every`` steps: returns (state, logged metrics)."""
+
+    def block(value, problem, run_key, state, b):
+        solver, prob = _instantiate(make, value, problem)
+        ks = b * log_every + jnp.arange(log_every, dtype=jnp.uint32)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(run_key, ks)
+        xis = jax.vmap(solver.sample, in_axes=(None, 0))(prob, keys)
+        if aggregate == "last":
+            head = jax.tree_util.tree_map(lambda x: x[:-1], xis)
+            last = jax.tree_util.tree_map(lambda x: x[-1], xis)
+            state, _ = jax.lax.scan(lambda s, xi: (solver.step(s, prob, xi)[0], None), state, head)
+            return solver.step(state, prob, last)
+        fill = 0.0 if aggregate == "mean" else jnp.inf
+        acc0 = {k: jnp.full((), fill, v.dtype) for k, v in metric_spec.items()}
+        merge = jnp.add if aggregate == "mean" else jnp.minimum
+
+        def body(carry, xi):
+            s, acc = carry
+            s, m = solver.step(s, prob, xi)
+            return (s, {k: merge(acc[k], m[k]) for k in acc}), None
+
+        (state, acc), _ = jax.lax.scan(body, (state, acc0), xis)
+        if aggregate == "mean":
+            acc = {k: v / log_every for k, v in acc.items()}
+        return state, acc
+
+    return block
+
+
+def _chunk_fn(block: Callable, n_blocks: int, swept: bool) -> Callable:
+    def one_seed(value, problem, run_key, state, start):
+        return jax.lax.scan(lambda s, b: block(value, problem, run_key, s, b), state,
+                            start + jnp.arange(n_blocks, dtype=jnp.uint32))
+
+    over_seeds = jax.vmap(one_seed, in_axes=(None, None, 0, 0, None))
+    if swept:
+        over_seeds = jax.vmap(over_seeds, in_axes=(0, None, None, 0, None))
+    return over_seeds
+
+
+def _init_fn(make: Callable, swept: bool) -> Callable:
+    def one_seed(value, problem, init_key):
+        solver, prob = _instantiate(make, value, problem)
+        return solver.init(prob, init_key)
+
+    f = jax.vmap(one_seed, in_axes=(None, None, 0))
+    if swept:
+        f = jax.vmap(f, in_axes=(0, None, None))
+    return f
+
+
+def _fingerprint(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(repr(p).encode())
+    return h.hexdigest()[:16]
+
+
+def _save_checkpoint(path: Path, fingerprint: str, next_block: int, state: Any, logged: dict[str, list]) -> None:
+    from experiments.io import atomic_savez
+
+    arrays = {"fingerprint": np.asarray(fingerprint), "next_block": np.asarray(next_block)}
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(state)):
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        arrays[f"state_{i}"] = np.asarray(leaf)
+    for k, chunks in logged.items():
+        arrays[f"metric_{k}"] = np.concatenate(chunks, axis=-1)
+    atomic_savez(path, arrays)
+
+
+def _load_checkpoint(path: Path, fingerprint: str, state: Any) -> tuple[int, Any, dict[str, list]] | None:
+    try:
+        with np.load(path) as z:
+            if str(z["fingerprint"]) != fingerprint:
+                return None
+            leaves, treedef = jax.tree_util.tree_flatten(state)
+            restored = []
+            for i, leaf in enumerate(leaves):
+                arr = z[f"state_{i}"]
+                if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                    restored.append(jax.random.wrap_key_data(arr, impl=jax.random.key_impl(leaf)))
+                else:
+                    restored.append(jnp.asarray(arr, leaf.dtype))
+            logged = {k[len("metric_"):]: [z[k]] for k in z.files if k.startswith("metric_")}
+            return int(z["next_block"]), jax.tree_util.tree_unflatten(treedef, restored), logged
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int, seeds: int, log_every: int,
+             aggregate: str, chunks: int, progress: bool | None, checkpoint: str | os.PathLike | None,
+             x64: bool, on_chunk: Callable[[int], None] | None) -> Trace:
+    steps = check_positive_int("steps", steps)
+    seeds = check_positive_int("seeds", seeds)
+    log_every = check_positive_int("log_every", log_every)
+    chunks = check_positive_int("chunks", chunks)
+    check_choice("aggregate", aggregate, AGGREGATES)
+    if steps % log_every:
+        raise RatelabError(f"steps must be a multiple of log_every ({log_every}), got {steps}")
+    n_blocks = steps // log_every
+    if chunks > n_blocks:
+        raise RatelabError(f"chunks must be at most steps / log_every = {n_blocks}, got {chunks}")
+
+    with jax.enable_x64(bool(x64) or jax.config.jax_enable_x64):
+        if x64:
+            problem = _to_x64(problem)
+        seed_keys = as_keys(key, seeds)
+        swept = values is not None
+        probe_value = None if not swept else values[0]
+        metric_spec = _check_protocol(make, probe_value, problem, seed_keys[0])
+        split = jax.vmap(jax.random.split)(seed_keys)
+        init_keys, run_keys = split[:, 0], split[:, 1]
+        vals = None if not swept else jnp.asarray(values, jnp.result_type(float))
+
+        timings = {"compile_s": 0.0, "run_s": 0.0}
+        t0 = time.perf_counter()
+        init = jax.jit(_init_fn(make, swept)).lower(vals, problem, init_keys).compile()
+        timings["compile_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        state = jax.block_until_ready(init(vals, problem, init_keys))
+        timings["run_s"] += time.perf_counter() - t0
+
+        start_block, logged = 0, {}
+        ckpt = Path(checkpoint) if checkpoint is not None else None
+        fingerprint = _fingerprint(steps, seeds, log_every, aggregate, chunks, bool(x64),
+                                   np.asarray(jax.random.key_data(seed_keys)).tobytes(),
+                                   None if vals is None else np.asarray(vals).tobytes(),
+                                   _describe(state), sorted(metric_spec))
+        if ckpt is not None and ckpt.exists():
+            resumed = _load_checkpoint(ckpt, fingerprint, state)
+            if resumed is not None:
+                start_block, state, logged = resumed
+
+        block = _block_fn(make, log_every, aggregate, metric_spec)
+        per_chunk = math.ceil(n_blocks / chunks)
+        compiled: dict[int, Any] = {}
+        show = progress if progress is not None else (chunks > 1 and sys.stderr.isatty())
+        bar = tqdm(total=n_blocks, initial=start_block, unit="block", disable=not show, leave=False)
+        b = start_block
+        while b < n_blocks:
+            n = min(per_chunk, n_blocks - b)
+            if n not in compiled:
+                t0 = time.perf_counter()
+                compiled[n] = jax.jit(_chunk_fn(block, n, swept)).lower(
+                    vals, problem, run_keys, state, jnp.uint32(b)).compile()
+                timings["compile_s"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            state, metrics = jax.block_until_ready(compiled[n](vals, problem, run_keys, state, jnp.uint32(b)))
+            timings["run_s"] += time.perf_counter() - t0
+            for k, v in metrics.items():
+                logged.setdefault(k, []).append(np.asarray(v))
+            b += n
+            bar.update(n)
+            if ckpt is not None and b < n_blocks:
+                _save_checkpoint(ckpt, fingerprint, b, state, logged)
+            if on_chunk is not None:
+                on_chunk(b)
+        bar.close()
+        if ckpt is not None and ckpt.exists():
+            ckpt.unlink()
+
+        metrics = {k: np.concatenate(v, axis=-1) for k, v in logged.items()}
+        final_state = jax.tree_util.tree_map(np.asarray, state)
+
+    steps_axis = log_every * np.arange(1, n_blocks + 1)
+    bad = np.zeros(next(iter(metrics.values())).shape, dtype=bool)
+    for v in metrics.values():
+        bad |= ~np.isfinite(v)
+    state_bad = np.zeros(bad.shape[:-1], dtype=bool)
+    for leaf in jax.tree_util.tree_leaves(final_state):
+        if np.issubdtype(leaf.dtype, np.floating) or np.issubdtype(leaf.dtype, np.complexfloating):
+            state_bad |= ~np.isfinite(leaf).reshape(*bad.shape[:-1], -1).all(axis=-1)
+    diverged = bad.any(axis=-1) | state_bad
+    first = np.where(bad.any(axis=-1), steps_axis[np.argmax(bad, axis=-1)], np.where(state_bad, steps, -1))
+    return Trace(steps=steps_axis, metrics=metrics, diverged=diverged, diverged_at=first,
+                 final_state=final_state, log_every=log_every, aggregate=aggregate, timings=timings,
+                 sweep_values=None if values is None else np.asarray(values))
+
+
+def run(solver: Solver, problem: Any, key: Any, *, steps: int, seeds: int = 1, log_every: int = 1,
+        aggregate: str = "last", chunks: int = 1, progress: bool | None = None,
+        checkpoint: str | os.PathLike | None = None, x64: bool = False,
+        on_chunk: Callable[[int], None] | None = None) -> Trace:
+    """Run ``solver`` on ``problem`` for ``steps`` iterations on each of ``seeds`` independent seeds.
+
+    Args:
+      solver: a :class:`ratelab.Solver`.
+      problem: the problem pytree, shared by all seeds.
+      key: an int seed, one PRNG key (split into ``seeds`` keys), or ``seeds`` keys (used as given: seed s
+        of a run equals the one-seed run on ``keys[s:s+1]``).
+      steps: iterations per seed; a multiple of ``log_every``.
+      log_every: log one value per block of this many steps.
+      aggregate: ``"last"`` (metric after the block's last step), ``"mean"`` or ``"min"`` over the block's steps.
+      chunks: split the run into this many jitted calls (progress bar, checkpoints); the result is identical.
+      progress: show a tqdm bar (default: when ``chunks > 1`` and stderr is a terminal).
+      checkpoint: a file to save the state to after every chunk and resume from if it exists and matches.
+      x64: run in float64 (the problem's floating arrays are promoted).
+      on_chunk: called with the number of blocks done after every chunk.
+    """
+    if not isinstance(solver, Solver):
+        raise RatelabError(f"solver must be a ratelab.Solver, got {type(solver).__name__}")
+    return _execute(lambda _: solver, None, problem, key, steps=steps, seeds=seeds, log_every=log_every,
+                    aggregate=aggregate, chunks=chunks, progress=progress, checkpoint=checkpoint, x64=x64,
+                    on_chunk=on_chunk)
+
+
+def sweep(make: Callable[[Any], Any], values: Any, problem: Any, key: Any, *, steps: int, seeds: int = 1,
+          log_every: int = 1, aggregate: str = "last", chunks: int = 1, progress: bool | None = None,
+          checkpoint: str | os.PathLike | None = None, x64: bool = False) -> Trace:
+    """:func:`run` vmapped over a hyperparameter: ``make(value)`` returns a Solver (or ``(Solver, problem)``).
+
+    Every value is first passed concretely to ``make`` so that constructor checks reject bad values before any
+    compute; the run then vmaps over the values (traced). All values share the same seeds (common random
+    numbers), so differences between them are not seed noise. Metrics are ``[len(values), seeds, n_log]``.
+    A hyperparameter that changes array shapes (a number of workers) must be expressed by the solver with a
+    mask up to a static maximum.
+    """
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 1 or arr.size == 0:
+        raise RatelabError(f"values must be a non-empty 1-D sequence of numbers, got shape {arr.shape}")
+    for v in arr:
+        _instantiate(make, float(v), problem)
+    return _execute(make, arr, problem, key, steps=steps, seeds=seeds, log_every=log_every, aggregate=aggregate,
+                    chunks=chunks, progress=progress, checkpoint=checkpoint, x64=x64, on_chunk=None)

@@ -1,0 +1,12 @@
+"""ratelab core: the solver protocol, input checks and schedules that every algorithm package shares.
+
+The algorithm packages (``bilevel``, ``rl_theory``, ``riemannian``) import only this, jax and optax; the harness
+in ``experiments`` composes them.
+"""
+
+from ratelab.errors import RatelabError
+from ratelab.schedules import as_schedule, harmonic, power_decay
+from ratelab.solver import Solver, key_as_sample
+
+__all__ = ["RatelabError", "Solver", "as_schedule", "harmonic", "key_as_sample", "power_decay"]
+__version__ = "0.1.0"
