@@ -85,7 +85,7 @@ def _log(msg: str) -> None:
 def _cmd_list(args: argparse.Namespace) -> int:
     from experiments.claims import Claim
     from experiments.registry import experiments
-    from experiments.report import _claimed
+    from experiments.report import claimed_text, measured_text
 
     current: dict[tuple[str, str], dict] = {}
     report = Path(args.results) / "report.json"
@@ -94,7 +94,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             current[(row["experiment"], row["claim"])] = row
     lines = []
     if args.markdown:
-        lines += ["| experiment | paper | regenerates | claim | claimed | verdict (quick) |", "|---|---|---|---|---|---|"]
+        lines += ["| experiment | paper | regenerates | claim | claimed | verdict (quick) |",
+                  "|---|---|---|---|---|---|"]
     for exp in experiments():
         cfg = exp.config("quick")
         claims: list[Claim] = exp.claims(cfg)
@@ -104,8 +105,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for c in claims:
             row = current.get((exp.id, c.id))
             verdict = "not run" if row is None else (
-                f"{row['status']}: {row['measured']:.4g} [{row['ci'][0]:.4g}, {row['ci'][1]:.4g}]")
-            claimed = _claimed({"kind": c.kind, "relation": c.relation, "expected": c.expected,
+                f"{row['status']}: {measured_text(row)}")
+            claimed = claimed_text({"kind": c.kind, "relation": c.relation, "expected": c.expected,
                                 "tolerance": c.tolerance})
             if args.markdown:
                 paper = f"[{exp.paper.short}]({exp.paper.url})" if exp.paper.url else exp.paper.short

@@ -36,39 +36,66 @@ def _on_panel(claim: Claim, panel: Panel) -> bool:
             and tuple(claim.index) == tuple(panel.index) and claim.samples_per_step == panel.samples_per_step)
 
 
-def _band(ax, x: np.ndarray, per_seed: np.ndarray, label: str, color: Any) -> np.ndarray:
+def _band(ax, x: np.ndarray, per_seed: np.ndarray, label: str, color: Any, *, log: bool = True) -> np.ndarray:
+    """Mean over seeds, its 95% confidence band and (on log axes) the 10-90% spread of the seeds."""
     mean = per_seed.mean(axis=0)
+    floor = np.finfo(float).tiny if log else -np.inf
     if per_seed.shape[0] > 1:
-        lo_q, hi_q = np.percentile(per_seed, [10, 90], axis=0)
-        ax.fill_between(x, np.maximum(lo_q, np.finfo(float).tiny), hi_q, color=color, alpha=0.12, lw=0,
-                        label="10-90% of seeds")
+        if log:
+            lo_q, hi_q = np.percentile(per_seed, [10, 90], axis=0)
+            ax.fill_between(x, np.maximum(lo_q, floor), hi_q, color=color, alpha=0.12, lw=0, label="10-90% of seeds")
         se = per_seed.std(axis=0, ddof=1) / np.sqrt(per_seed.shape[0])
-        ax.fill_between(x, np.maximum(mean - _Z95 * se, np.finfo(float).tiny), mean + _Z95 * se, color=color,
+        ax.fill_between(x, np.maximum(mean - _Z95 * se, floor), mean + _Z95 * se, color=color,
                         alpha=0.35, lw=0, label="95% CI of mean")
     ax.plot(x, mean, color=color, lw=1.6, label=label)
     return mean
 
 
 def _verdict_lines(ax, v: Verdict) -> None:
+    """Fitted and claimed slopes over the fit window (log-log axes)."""
     if v.fit is None:
         return
     c = v.claim
     lo, hi = v.fit.window
     xs = np.geomspace(lo, hi, 50)
-    tag = f"{v.status}"
-    if c.kind == "constant":
-        ax.plot(xs, v.fit.constant * xs ** c.exponent, color="tab:red", lw=1.2,
-                label=f"measured C = {v.measured:.4g} [{v.ci[0]:.4g}, {v.ci[1]:.4g}]")
-        ax.plot(xs, c.expected * xs ** c.exponent, color="k", ls="--", lw=1.2,
-                label=f"claimed C = {c.expected:.4g}  ({tag})")
-    else:
-        fitted = v.fit.constant * xs ** v.fit.exponent
-        ax.plot(xs, fitted, color="tab:red", lw=1.2,
-                label=f"fit slope {v.measured:.3f} [{v.ci[0]:.3f}, {v.ci[1]:.3f}]")
-        anchor = np.sqrt(lo * hi)
-        y_anchor = v.fit.constant * anchor ** v.fit.exponent
-        ax.plot(xs, y_anchor * (xs / anchor) ** c.expected, color="k", ls=":", lw=1.5,
-                label=f"claimed slope {c.expected:.3g}  ({tag})")
+    ax.plot(xs, v.fit.constant * xs ** v.fit.exponent, color="tab:red", lw=1.2,
+            label=f"fit slope {v.measured:.3f} [{v.ci[0]:.3f}, {v.ci[1]:.3f}]")
+    anchor = np.sqrt(lo * hi)
+    y_anchor = v.fit.constant * anchor ** v.fit.exponent
+    ax.plot(xs, y_anchor * (xs / anchor) ** c.expected, color="k", ls=":", lw=1.5,
+            label=f"claimed slope {c.expected:.3g}  ({v.status})")
+
+
+def _constant_panel(ax, v: Verdict, panel: Panel, cfg: dict, trace: Trace) -> None:
+    """``x^-p * E value`` against x: it flattens to the constant; measured C with its interval against claimed C."""
+    c = v.claim
+    values, diverged = _slice(trace[c.metric], trace.diverged, c.index)
+    x = trace.steps * c.samples_per_step
+    scale = x ** (-float(c.exponent))
+    ok = ~diverged
+    if ok.any():
+        _band(ax, x, transform(values[ok], c.transform) * scale, f"mean over {int(ok.sum())} seeds", "tab:blue",
+              log=False)
+    if panel.reference is not None:
+        ax.plot(x, panel.reference(cfg, trace.steps) * scale, color="0.3", ls="--", lw=1.0,
+                label=panel.reference_label)
+    lo, hi = c.band()
+    ax.axhspan(lo, hi, color="k", alpha=0.08, lw=0, label=f"claimed C = {c.expected:.4g} +-{100 * c.tolerance:g}%")
+    ax.axhline(c.expected, color="k", ls="--", lw=1.2)
+    if v.fit is not None:
+        w0, w1 = v.fit.window
+        ax.fill_between([w0, w1], v.ci[0], v.ci[1], color="tab:red", alpha=0.3, lw=0)
+        ax.plot([w0, w1], [v.measured] * 2, color="tab:red", lw=1.4,
+                label=f"measured C = {v.measured:.4g} [{v.ci[0]:.4g}, {v.ci[1]:.4g}]  ({v.status})")
+    if ok.any():
+        tail = (transform(values[ok], c.transform) * scale).mean(axis=0)[x >= x[-1] / 100]
+        top = max(np.nanmax(tail), hi)
+        ax.set_ylim(0, 1.6 * top)
+    ax.set_xscale("log")
+    ax.set_xlabel(panel.xlabel)
+    p = f"{-c.exponent:g}"
+    ax.set_ylabel(f"x^{p} * {c.metric}" if c.exponent != -1 else f"k * {panel.ylabel}")
+    ax.set_title(f"{c.id}: the constant", fontsize=10)
 
 
 def _curve_panel(ax, panel: Panel, cfg: dict, trace: Trace, verdicts: list[Verdict]) -> None:
@@ -81,7 +108,7 @@ def _curve_panel(ax, panel: Panel, cfg: dict, trace: Trace, verdicts: list[Verdi
     if panel.reference is not None:
         ax.plot(x, panel.reference(cfg, trace.steps), color="0.3", ls="--", lw=1.0, label=panel.reference_label)
     for v in verdicts:
-        if _on_panel(v.claim, panel):
+        if _on_panel(v.claim, panel) and v.claim.kind == "exponent":
             _verdict_lines(ax, v)
     if diverged.any():
         ax.text(0.02, 0.02, f"{int(diverged.sum())} of {diverged.size} seeds diverged (not drawn)",
@@ -115,17 +142,21 @@ def plot_experiment(exp: Experiment, cfg: dict, trace: Trace, verdicts: list[Ver
                     path: str | os.PathLike) -> None:
     """Draw the experiment's figure and write it atomically to ``path`` (PNG)."""
     complexity = [v for v in verdicts if v.claim.kind == "sample_complexity"]
-    n = len(exp.panels) + len(complexity)
-    fig, axes = plt.subplots(1, n, figsize=(7.0 * n, 5.0), squeeze=False)
-    for ax, panel in zip(axes[0], exp.panels):
-        _curve_panel(ax, panel, cfg, trace, verdicts)
-    for ax, v in zip(axes[0][len(exp.panels):], complexity):
-        _complexity_panel(ax, v, trace)
+    constants = [(v, p) for v in verdicts for p in exp.panels if v.claim.kind == "constant" and _on_panel(v.claim, p)]
+    n = len(exp.panels) + len(constants) + len(complexity)
+    fig, axes = plt.subplots(1, n, figsize=(6.5 * n, 5.0), squeeze=False)
+    axes_iter = iter(axes[0])
+    for panel in exp.panels:
+        _curve_panel(next(axes_iter), panel, cfg, trace, verdicts)
+    for v, panel in constants:
+        _constant_panel(next(axes_iter), v, panel, cfg, trace)
+    for v in complexity:
+        _complexity_panel(next(axes_iter), v, trace)
     for ax in axes[0]:
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize=7.5, loc="best")
     status = "PASS" if all(v.passed for v in verdicts) else "FAIL"
-    wrapped = textwrap.fill(exp.title, width=int(95 * n))
+    wrapped = textwrap.fill(exp.title, width=int(80 * n))
     fig.suptitle(f"{exp.paper.short}, {exp.figure}: {status}\n{wrapped}", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()

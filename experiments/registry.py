@@ -6,8 +6,9 @@ An experiment module (one per paper) defines an :class:`Experiment` and calls :f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import jax
 

@@ -18,14 +18,14 @@ def rows(results: list[dict]) -> list[dict[str, Any]]:
             c = v["claim"]
             out.append({
                 "experiment": r["id"], "paper": r["paper"]["short"], "figure": r["figure"], "claim": c["id"],
-                "statement": c["statement"], "claimed": _claimed(c), "measured": v["measured"], "ci": v["ci"],
+                "statement": c["statement"], "claimed": claimed_text(c), "measured": v["measured"], "ci": v["ci"],
                 "status": v["status"], "reason": v["reason"], "diverged_seeds": v["diverged_seeds"],
                 "figure_path": f"{r['id']}/figure.png", "mode": r["mode"],
             })
     return out
 
 
-def _claimed(c: dict) -> str:
+def claimed_text(c: dict) -> str:
     if c["kind"] == "constant":
         return f"C = {c['expected']:.4g} +-{100 * c['tolerance']:g}%"
     sym = {"eq": "=", "le": "<=", "ge": ">="}[c["relation"]]
@@ -33,16 +33,21 @@ def _claimed(c: dict) -> str:
     return f"{what} {sym} {c['expected']:.4g} +-{c['tolerance']:g}"
 
 
-def _measured(row: dict) -> str:
+def number_text(x: float | None) -> str:
+    """A number as ``%.4g``; ``n/a`` for a missing value (NaN in memory, ``null`` in JSON)."""
+    return "n/a" if x is None or x != x else f"{x:.4g}"
+
+
+def measured_text(row: dict) -> str:
     lo, hi = row["ci"]
-    return f"{row['measured']:.4g} [{lo:.4g}, {hi:.4g}]"
+    return f"{number_text(row['measured'])} [{number_text(lo)}, {number_text(hi)}]"
 
 
 def console_table(table: list[dict]) -> str:
     head = ("experiment", "claim", "claimed", "measured [95% CI]", "verdict")
-    body = [(r["experiment"], r["claim"], r["claimed"], _measured(r), r["status"]) for r in table]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    body = [(r["experiment"], r["claim"], r["claimed"], measured_text(r), r["status"]) for r in table]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
 
 
@@ -52,7 +57,7 @@ def markdown(table: list[dict], *, link_root: str = "") -> str:
     for r in table:
         fig = f"[figure]({link_root}{r['figure_path']})"
         lines.append(f"| `{r['experiment']}` | {r['paper']}, {r['figure']} | {r['statement']} | {r['claimed']} | "
-                     f"{_measured(r)} | **{r['status']}** | {fig} |")
+                     f"{measured_text(r)} | **{r['status']}** | {fig} |")
     return "\n".join(lines)
 
 
@@ -60,7 +65,7 @@ def write_report(out: str | Path, results: list[dict], mode: str) -> tuple[Path,
     out = Path(out)
     table = rows(results)
     n_fail = sum(r["status"] == "FAIL" for r in table)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     v = versions()
     md = [f"# ratelab verification report ({mode})", "",
           f"{len(table)} claims, {len(table) - n_fail} PASS, {n_fail} FAIL. Generated {stamp} with jax {v['jax']} on "

@@ -14,9 +14,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -116,7 +117,7 @@ def _check_protocol(make: Callable, value: Any, problem: Any, key: jax.Array) ->
         raise RatelabError(f"problem does not fit the solver (mismatched shapes?): {first}") from None
     if jax.tree_util.tree_structure(new_state) != jax.tree_util.tree_structure(state) or any(
         (a.shape, a.dtype) != (b.shape, b.dtype)
-        for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(new_state))
+        for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(new_state), strict=False)
     ):
         raise RatelabError(
             f"solver.step must keep the state's structure, shapes and dtypes: init gives {_describe(state)}, "

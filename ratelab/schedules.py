@@ -6,7 +6,8 @@ solver argument documented as "float or schedule" accepts either; :func:`as_sche
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 import optax
@@ -39,6 +40,8 @@ def power_decay(scale: Any, offset: Any = 1.0, power: Any = 1.0) -> optax.Schedu
 
 def harmonic(a: Any, k0: Any = 1.0) -> optax.Schedule:
     """Robbins-Monro's classical step ``a_k = a / (k + k0)``."""
+    check_positive("a", a)
+    check_positive("k0", k0)
     return power_decay(a, k0, 1.0)
 
 

@@ -15,7 +15,8 @@ policy) simply draws inside ``step`` from the key it is handed.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 

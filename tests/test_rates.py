@@ -39,17 +39,16 @@ def test_interval_covers_the_true_exponent_in_at_least_90_percent_of_200_trials(
 
 
 def test_interval_covers_with_seed_level_noise_too():
-    """Noise shared along a seed's curve (a random prefactor per seed) must not break coverage."""
+    """A random prefactor per seed (noise shared along a seed's whole curve) plus per-point noise: still >= 90 %."""
     x = np.geomspace(10, 1e4, 40)
     hits = 0
     for trial in range(200):
         rng = np.random.default_rng(1000 + trial)
         p = rng.uniform(-1.5, -0.5)
-        slope_jitter = 0.1 * rng.standard_normal((30, 1))
-        values = np.exp(rng.standard_normal((30, 1))) * x ** (p + slope_jitter)
+        prefactor = np.exp(rng.standard_normal((30, 1)))
+        values = prefactor * x ** p * np.exp(0.3 * rng.standard_normal((30, x.size)))
         fit = fit_power_law(x, values, n_boot=1000, seed=trial)
-        truth = np.polyfit(np.log(x), np.log(np.exp(0.5) * np.exp(0.5 * 0.01 * np.log(x) ** 2) * x ** p), 1)[0]
-        hits += fit.exponent_ci[0] <= truth <= fit.exponent_ci[1]
+        hits += fit.exponent_ci[0] <= p <= fit.exponent_ci[1]
     assert hits >= 180, f"coverage {hits / 200:.3f}"
 
 
@@ -71,9 +70,10 @@ def test_running_mean_and_min():
 def test_averaged_gradient_norm_rate():
     """If g_k = c k^-1/2 exactly, then (1/K) sum_k g_k ~ 2 c K^-1/2: the running mean keeps the exponent."""
     k = np.arange(1, 100001, dtype=float)
-    fit = fit_power_law(k, running_mean(k ** -0.5)[None], window=(1000, 100000))
-    assert fit.exponent == pytest.approx(-0.5, abs=0.01)
-    assert fit.constant == pytest.approx(2.0, rel=0.02)
+    avg = running_mean(k ** -0.5)[None]
+    assert fit_power_law(k, avg, window=(10000, 100000)).exponent == pytest.approx(-0.5, abs=0.01)
+    # sum_{k<=K} k^-1/2 = 2 sqrt(K) + zeta(1/2) + O(K^-1/2): the relative correction is below 1 % for K >= 10^4.
+    assert fit_constant(k, avg, -0.5, window=(10000, 100000)).constant == pytest.approx(2.0, rel=0.01)
 
 
 def test_sample_complexity_of_an_eps_minus_two_method():
@@ -82,7 +82,7 @@ def test_sample_complexity_of_an_eps_minus_two_method():
     rng = np.random.default_rng(1)
     c = rng.uniform(0.8, 1.2, size=(16, 1))
     values = c / np.sqrt(n)
-    eps = np.geomspace(0.3, 0.01, 8)
+    eps = np.geomspace(0.1, 0.003, 8)
     hits = samples_to_reach(n, values, eps)
     np.testing.assert_allclose(hits, np.ceil((c / eps) ** 2), rtol=0, atol=1)
     fit = fit_sample_complexity(n, values, eps)
