@@ -85,34 +85,28 @@ _COMMON = {"seed": 0, "x64": False, "lam": 1.0, "sigma": 1.0, "x0": 1.0, "k0": 1
 _PANEL = Panel(metric="sq_dist_to_opt", ylabel=r"$\mathbb{E}\,(x_k - x^*)^2$", reference=_exact,
                reference_label="exact second moment")
 
-register(Experiment(
-    id="rm-fast",
-    paper=CHUNG,
-    figure="rate of E(x_k - x*)^2, case 2a*lambda > 1",
-    title="Robbins-Monro, a/(k+k0) steps, 2a*lambda = 2: E x_k^2 ~ C/k with C = a^2 sigma^2/(2a lambda - 1)",
-    configs={
-        "quick": {**_COMMON, "a": 1.0, "seeds": 2000, "steps": 50_000, "log_every": 50},
-        "full": {**_COMMON, "a": 1.0, "seeds": 10_000, "steps": 500_000, "log_every": 500},
-    },
-    execute=_execute,
-    claims=_claims_fast,
-    panels=(_PANEL,),
-    validate=_regime(fast=True),
-    tags=("stochastic-approximation",),
-))
+def _experiment(exp_id: str, *, fast: bool, a: float, quick_seeds: int, title: str) -> Experiment:
+    case = "2a*lambda > 1" if fast else "2a*lambda < 1"
+    return register(Experiment(
+        id=exp_id,
+        paper=CHUNG,
+        figure=f"rate of E(x_k - x*)^2, case {case}",
+        title=title,
+        configs={
+            "quick": {**_COMMON, "a": a, "seeds": quick_seeds, "steps": 50_000, "log_every": 50},
+            "full": {**_COMMON, "a": a, "seeds": 10_000, "steps": 500_000, "log_every": 500},
+        },
+        execute=_execute,
+        claims=_claims_fast if fast else _claims_slow,
+        panels=(_PANEL,),
+        validate=_regime(fast=fast),
+        tags=("stochastic-approximation",),
+    ))
 
-register(Experiment(
-    id="rm-slow",
-    paper=CHUNG,
-    figure="rate of E(x_k - x*)^2, case 2a*lambda < 1",
-    title="Robbins-Monro, a/(k+k0) steps, 2a*lambda = 1/2: E x_k^2 decays only like k^(-2a lambda)",
-    configs={
-        "quick": {**_COMMON, "a": 0.25, "seeds": 1000, "steps": 50_000, "log_every": 50},
-        "full": {**_COMMON, "a": 0.25, "seeds": 10_000, "steps": 500_000, "log_every": 500},
-    },
-    execute=_execute,
-    claims=_claims_slow,
-    panels=(_PANEL,),
-    validate=_regime(fast=False),
-    tags=("stochastic-approximation",),
-))
+
+RM_FAST = _experiment(
+    "rm-fast", fast=True, a=1.0, quick_seeds=2000,
+    title="Robbins-Monro, a/(k+k0) steps, 2a*lambda = 2: E x_k^2 ~ C/k with C = a^2 sigma^2/(2a lambda - 1)")
+RM_SLOW = _experiment(
+    "rm-slow", fast=False, a=0.25, quick_seeds=1000,
+    title="Robbins-Monro, a/(k+k0) steps, 2a*lambda = 1/2: E x_k^2 decays only like k^(-2a lambda)")

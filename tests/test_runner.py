@@ -83,7 +83,7 @@ def test_sweep_equals_loop_over_values(scalar_problem):
 
 
 def test_sweep_rejects_a_bad_value_before_compute(scalar_problem):
-    with pytest.raises(RatelabError, match="scale must be a finite number > 0"):
+    with pytest.raises(RatelabError, match="a must be a finite number > 0, got -1.0"):
         sweep(lambda a: robbins_monro(harmonic(a, 10.0)), [0.5, -1.0], scalar_problem, 0, steps=10)
 
 
