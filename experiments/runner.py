@@ -1,10 +1,11 @@
 """Run a solver on a problem: ``jit(vmap(lax.scan))`` over seeds (and optionally a hyperparameter).
 
 The iteration is a scan over *blocks* of ``log_every`` steps. A block draws the exogenous samples of all its
-steps in one bulk call (``vmap(solver.sample)``), scans the steps, and logs the metrics of its last step
-(``aggregate="last"``) or their mean / min over the block (``"mean"``, ``"min"``: exact running averages /
-minima from the logged values). The key of block b is ``fold_in(run_key, b)``, so a run split into chunks, or
-resumed from a checkpoint, is bitwise identical to the same run done in one call.
+steps in one bulk call (``solver.sample(problem, fold_in(run_key, b), log_every)``), scans the steps, and logs the
+metrics of its last step (``aggregate="last"``) or their mean / min over the block (``"mean"``, ``"min"``: exact
+running averages / minima from the logged values). Block b's key depends only on b, so a run split into chunks, or
+resumed from a checkpoint, is bitwise identical to the same run done in one call; changing ``log_every`` changes
+the noise blocks and hence the sample path (not its distribution).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import os
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +110,12 @@ def _check_protocol(make: Callable, value: Any, problem: Any, key: jax.Array) ->
     solver, prob = _instantiate(make, value, problem)
     try:
         state = jax.eval_shape(solver.init, prob, key)
-        xi = jax.eval_shape(solver.sample, prob, key)
+        xis = jax.eval_shape(lambda p, k: solver.sample(p, k, 2), prob, key)
+        bad = [x.shape for x in jax.tree_util.tree_leaves(xis) if x.shape[:1] != (2,)]
+        if bad:
+            raise RatelabError(f"solver.sample(problem, key, n) must return leaves with a leading axis of length n; "
+                               f"for n = 2 got shapes {bad}")
+        xi = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), xis)
         new_state, metrics = jax.eval_shape(solver.step, state, prob, xi)
     except (TypeError, ValueError) as err:
         if isinstance(err, RatelabError):
@@ -136,9 +143,7 @@ def _block_fn(make: Callable, log_every: int, aggregate: str, metric_spec: dict[
 
     def block(value, problem, run_key, state, b):
         solver, prob = _instantiate(make, value, problem)
-        ks = b * log_every + jnp.arange(log_every, dtype=jnp.uint32)
-        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(run_key, ks)
-        xis = jax.vmap(solver.sample, in_axes=(None, 0))(prob, keys)
+        xis = solver.sample(prob, jax.random.fold_in(run_key, b), log_every)
         if aggregate == "last":
             head = jax.tree_util.tree_map(lambda x: x[:-1], xis)
             last = jax.tree_util.tree_map(lambda x: x[-1], xis)
@@ -222,9 +227,44 @@ def _load_checkpoint(path: Path, fingerprint: str, state: Any) -> tuple[int, Any
         return None
 
 
+_CACHE: OrderedDict[tuple, Any] = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def _signature(args: Any) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return treedef, tuple((np.shape(x), str(getattr(x, "dtype", type(x))), getattr(x, "weak_type", False))
+                          for x in leaves)
+
+
+def _compiled(identity: tuple, build: Callable[[], Callable], args: tuple) -> tuple[Any, float]:
+    """AOT-compile ``build()`` for ``args`` or reuse the executable of an earlier call (seconds spent compiling).
+
+    ``identity`` holds the solver (or sweep ``make``) itself and every static setting: hyperparameters closed over
+    by the solver are constants of the compiled code, so only the very same solver object may reuse it (as with
+    ``jax.jit``, a sweep's ``make`` that reads a global which later changes would reuse stale code: close over it).
+    """
+    key = (*identity, bool(jax.config.jax_enable_x64), _signature(args))
+    try:
+        hash(key)
+    except TypeError:  # an unhashable solver: compile afresh
+        key = None
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key], 0.0
+    t0 = time.perf_counter()
+    exe = jax.jit(build()).lower(*args).compile()
+    spent = time.perf_counter() - t0
+    if key is not None:
+        _CACHE[key] = exe
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return exe, spent
+
+
 def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int, seeds: int, log_every: int,
              aggregate: str, chunks: int, progress: bool | None, checkpoint: str | os.PathLike | None,
-             x64: bool, on_chunk: Callable[[int], None] | None) -> Trace:
+             x64: bool, on_chunk: Callable[[int], None] | None, identity: Any) -> Trace:
     steps = check_positive_int("steps", steps)
     seeds = check_positive_int("seeds", seeds)
     log_every = check_positive_int("log_every", log_every)
@@ -248,9 +288,8 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
         vals = None if not swept else jnp.asarray(values, jnp.result_type(float))
 
         timings = {"compile_s": 0.0, "run_s": 0.0}
-        t0 = time.perf_counter()
-        init = jax.jit(_init_fn(make, swept)).lower(vals, problem, init_keys).compile()
-        timings["compile_s"] += time.perf_counter() - t0
+        init, spent = _compiled(("init", identity, swept), lambda: _init_fn(make, swept), (vals, problem, init_keys))
+        timings["compile_s"] += spent
         t0 = time.perf_counter()
         state = jax.block_until_ready(init(vals, problem, init_keys))
         timings["run_s"] += time.perf_counter() - t0
@@ -275,10 +314,10 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
         while b < n_blocks:
             n = min(per_chunk, n_blocks - b)
             if n not in compiled:
-                t0 = time.perf_counter()
-                compiled[n] = jax.jit(_chunk_fn(block, n, swept)).lower(
-                    vals, problem, run_keys, state, jnp.uint32(b)).compile()
-                timings["compile_s"] += time.perf_counter() - t0
+                compiled[n], spent = _compiled(
+                    ("chunk", identity, swept, n, log_every, aggregate), lambda n=n: _chunk_fn(block, n, swept),
+                    (vals, problem, run_keys, state, jnp.uint32(b)))
+                timings["compile_s"] += spent
             t0 = time.perf_counter()
             state, metrics = jax.block_until_ready(compiled[n](vals, problem, run_keys, state, jnp.uint32(b)))
             timings["run_s"] += time.perf_counter() - t0
@@ -336,7 +375,7 @@ def run(solver: Solver, problem: Any, key: Any, *, steps: int, seeds: int = 1, l
         raise RatelabError(f"solver must be a ratelab.Solver, got {type(solver).__name__}")
     return _execute(lambda _: solver, None, problem, key, steps=steps, seeds=seeds, log_every=log_every,
                     aggregate=aggregate, chunks=chunks, progress=progress, checkpoint=checkpoint, x64=x64,
-                    on_chunk=on_chunk)
+                    on_chunk=on_chunk, identity=solver)
 
 
 def sweep(make: Callable[[Any], Any], values: Any, problem: Any, key: Any, *, steps: int, seeds: int = 1,
@@ -356,4 +395,4 @@ def sweep(make: Callable[[Any], Any], values: Any, problem: Any, key: Any, *, st
     for v in arr:
         _instantiate(make, float(v), problem)
     return _execute(make, arr, problem, key, steps=steps, seeds=seeds, log_every=log_every, aggregate=aggregate,
-                    chunks=chunks, progress=progress, checkpoint=checkpoint, x64=x64, on_chunk=None)
+                    chunks=chunks, progress=progress, checkpoint=checkpoint, x64=x64, on_chunk=None, identity=make)

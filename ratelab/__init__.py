@@ -6,7 +6,7 @@ in ``experiments`` composes them.
 
 from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule, harmonic, power_decay
-from ratelab.solver import Solver, key_as_sample
+from ratelab.solver import Solver, split_keys
 
-__all__ = ["RatelabError", "Solver", "as_schedule", "harmonic", "key_as_sample", "power_decay"]
+__all__ = ["RatelabError", "Solver", "as_schedule", "harmonic", "power_decay", "split_keys"]
 __version__ = "0.1.0"

@@ -1,16 +1,16 @@
 """The solver protocol shared by every algorithm package.
 
-A solver is a pair of pure functions, in the spirit of ``optax.GradientTransformation``::
+A solver is pure functions, in the spirit of ``optax.GradientTransformation``::
 
     solver = robbins_monro(step_size=harmonic(1.0, 10.0))
     state = solver.init(problem, key)
-    state, metrics = solver.step(state, problem, solver.sample(problem, key))
+    xis = solver.sample(problem, key, n)              # the exogenous randomness of n steps, leading axis n
+    state, metrics = solver.step(state, problem, xis[0])
 
-``sample`` maps a PRNG key to the step's exogenous randomness xi_k (oracle noise, a minibatch index, a
-zeroth-order direction). Keeping it apart from ``step`` is what lets the runner draw the noise of many
-steps in one bulk call instead of one small random-number kernel per step; the default ``sample`` returns
-the key itself, so a solver whose randomness depends on its state (e.g. an MDP rollout under the current
-policy) simply draws inside ``step`` from the key it is handed.
+``sample(problem, key, n)`` draws the exogenous randomness xi_k of ``n`` consecutive steps (oracle noise, a
+minibatch index, a zeroth-order direction) in one bulk call, so that the runner's scan body holds no random-number
+generation and no key splitting. The default returns ``n`` keys, one per step: a solver whose randomness depends on
+its state (e.g. an MDP rollout under the current policy) simply draws inside ``step`` from the key it is handed.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ Sample = Any
 Metrics = dict[str, jax.Array]
 
 
-def key_as_sample(problem: Problem, key: PRNGKey) -> PRNGKey:
-    """Default ``Solver.sample``: hand the step its own key."""
+def split_keys(problem: Problem, key: PRNGKey, n: int) -> PRNGKey:
+    """Default ``Solver.sample``: one key per step, ``jax.random.split(key, n)``."""
     del problem
-    return key
+    return jax.random.split(key, n)
 
 
 class Solver(NamedTuple):
     """``init(problem, key) -> state``; ``step(state, problem, xi) -> (state, metrics)``;
-    ``sample(problem, key) -> xi``.
+    ``sample(problem, key, n) -> xis`` (every leaf with a leading axis of length ``n``, one slice per step).
 
     ``step`` must keep the state's pytree structure, shapes and dtypes, and return a dict of scalar metrics.
     All three are pure and jit-able, and never branch in Python on traced hyperparameters.
@@ -43,4 +43,4 @@ class Solver(NamedTuple):
 
     init: Callable[[Problem, PRNGKey], State]
     step: Callable[[State, Problem, Sample], tuple[State, Metrics]]
-    sample: Callable[[Problem, PRNGKey], Sample] = key_as_sample
+    sample: Callable[[Problem, PRNGKey, int], Sample] = split_keys

@@ -47,9 +47,9 @@ class LinearSA:
         """h(x) = A x - b."""
         return self.A @ x - self.b
 
-    def sample(self, key: jax.Array) -> jax.Array:
-        """One draw of the additive oracle noise, sigma * N(0, I)."""
-        return self.sigma * jax.random.normal(key, self.b.shape, self.b.dtype)
+    def sample(self, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
+        """Draws of the additive oracle noise sigma * N(0, I), an array of shape ``(*shape, dim)``."""
+        return self.sigma * jax.random.normal(key, (*shape, *self.b.shape), self.b.dtype)
 
     def oracle(self, x: jax.Array, xi: jax.Array) -> jax.Array:
         """H(x, xi) = h(x) + xi."""
@@ -135,8 +135,8 @@ def robbins_monro(step_size: Any) -> Solver:
         sq = jnp.vdot(err, err)
         return RMState(x, state.count + 1), {"sq_dist_to_opt": sq, "dist_to_opt": jnp.sqrt(sq)}
 
-    def sample(problem: LinearSA, key: jax.Array) -> jax.Array:
-        return problem.sample(key)
+    def sample(problem: LinearSA, key: jax.Array, n: int) -> jax.Array:
+        return problem.sample(key, (n,))
 
     return Solver(init, step, sample)
 

@@ -37,12 +37,39 @@ def test_chunked_run_equals_unchunked(scalar_problem, rm_solver, chunks):
     assert np.array_equal(whole.final_state.x, parts.final_state.x)
 
 
-def test_trajectory_does_not_depend_on_log_every(scalar_problem, rm_solver):
-    """Step k's sample comes from fold_in(run_key, k): the logging grid never changes the iterates."""
-    fine = run(rm_solver, scalar_problem, 2, steps=600, seeds=4, log_every=1, x64=True)
-    coarse = run(rm_solver, scalar_problem, 2, steps=600, seeds=4, log_every=50, x64=True)
-    np.testing.assert_allclose(fine.metrics["sq_dist_to_opt"][:, 49::50], coarse.metrics["sq_dist_to_opt"],
-                               rtol=1e-12, atol=1e-300)
+def _reference_loop(solver, problem, keys, steps, log_every):
+    """The runner's documented semantics as a plain loop, float64: per-step metric values [seeds, steps].
+
+    Seed s uses init/run keys split(keys[s]); block b draws sample(problem, fold_in(run_key, b), log_every).
+    """
+    step = jax.jit(solver.step)
+    out = []
+    with jax.enable_x64(True):
+        problem = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), problem)
+        for key in keys:
+            init_key, run_key = jax.random.split(key)
+            state, values = solver.init(problem, init_key), []
+            for b in range(steps // log_every):
+                xis = solver.sample(problem, jax.random.fold_in(run_key, b), log_every)
+                for i in range(log_every):
+                    state, metrics = step(state, problem, xis[i])
+                    values.append(float(metrics["sq_dist_to_opt"]))
+            out.append(values)
+    return np.asarray(out)
+
+
+def test_run_follows_its_documented_noise_schedule(scalar_problem, rm_solver):
+    keys = jax.random.split(jax.random.key(2), 3)
+    trace = run(rm_solver, scalar_problem, keys, steps=60, seeds=3, log_every=20, x64=True)
+    reference = _reference_loop(rm_solver, scalar_problem, keys, 60, 20)
+    np.testing.assert_allclose(trace.metrics["sq_dist_to_opt"], reference[:, 19::20], rtol=1e-12)
+
+
+def test_sample_must_batch_over_steps(scalar_problem):
+    one_draw = Solver(init=lambda p, k: jnp.zeros(1), step=lambda s, p, xi: (s + xi, {"m": jnp.sum(s)}),
+                      sample=lambda p, k, n: jax.random.normal(k, (1,)))
+    with pytest.raises(RatelabError, match="leading axis of length n; for n = 2 got shapes"):
+        run(one_draw, scalar_problem, 0, steps=10)
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, scalar_problem, rm_solver):
@@ -88,13 +115,12 @@ def test_sweep_rejects_a_bad_value_before_compute(scalar_problem):
 
 
 def test_mean_aggregate_is_the_exact_block_average(scalar_problem, rm_solver):
-    per_step = run(rm_solver, scalar_problem, 9, steps=200, seeds=3, log_every=1, x64=True)
-    blocked = run(rm_solver, scalar_problem, 9, steps=200, seeds=3, log_every=20, aggregate="mean", x64=True)
-    expect = per_step.metrics["sq_dist_to_opt"].reshape(3, 10, 20).mean(-1)
-    np.testing.assert_allclose(blocked.metrics["sq_dist_to_opt"], expect, rtol=1e-12)
-    mins = run(rm_solver, scalar_problem, 9, steps=200, seeds=3, log_every=20, aggregate="min", x64=True)
-    np.testing.assert_allclose(mins.metrics["sq_dist_to_opt"],
-                               per_step.metrics["sq_dist_to_opt"].reshape(3, 10, 20).min(-1), rtol=1e-12)
+    keys = jax.random.split(jax.random.key(9), 3)
+    per_step = _reference_loop(rm_solver, scalar_problem, keys, 200, 20).reshape(3, 10, 20)
+    blocked = run(rm_solver, scalar_problem, keys, steps=200, seeds=3, log_every=20, aggregate="mean", x64=True)
+    np.testing.assert_allclose(blocked.metrics["sq_dist_to_opt"], per_step.mean(-1), rtol=1e-12)
+    mins = run(rm_solver, scalar_problem, keys, steps=200, seeds=3, log_every=20, aggregate="min", x64=True)
+    np.testing.assert_allclose(mins.metrics["sq_dist_to_opt"], per_step.min(-1), rtol=1e-12)
 
 
 def test_x64_on_request(scalar_problem, rm_solver):
@@ -165,3 +191,14 @@ def test_step_that_changes_state_dtype_is_reported(scalar_problem):
     vector_metric = Solver(init=lambda p, k: jnp.zeros(2), step=lambda s, p, k: (s, {"m": s}))
     with pytest.raises(RatelabError, match="metrics must be scalars"):
         run(vector_metric, scalar_problem, 0, steps=10)
+
+
+def test_compiled_code_is_reused_only_for_the_same_solver(scalar_problem, rm_solver):
+    first = run(rm_solver, scalar_problem, 4, steps=500, seeds=8, log_every=50)
+    again = run(rm_solver, scalar_problem, 5, steps=500, seeds=8, log_every=50)
+    assert again.timings["compile_s"] == 0.0
+    fresh = run(rm_solver, scalar_problem, 4, steps=500, seeds=8, log_every=50)
+    assert np.array_equal(first.metrics["sq_dist_to_opt"], fresh.metrics["sq_dist_to_opt"])
+    other = run(robbins_monro(harmonic(2.0, 10.0)), scalar_problem, 4, steps=500, seeds=8, log_every=50)
+    assert other.timings["compile_s"] > 0.0
+    assert not np.array_equal(first.metrics["sq_dist_to_opt"], other.metrics["sq_dist_to_opt"])
