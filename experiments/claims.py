@@ -14,7 +14,7 @@ diverged fails every claim on it, with the count in the reason.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -46,7 +46,6 @@ class Claim:
     max_ci_width: float | None = None
     index: tuple[int, ...] = ()
     source: str = ""
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         check_choice("kind", self.kind, KINDS)
@@ -61,7 +60,7 @@ class Claim:
 
     @property
     def width_limit(self) -> float:
-        """Widest interval that still counts as a measurement (default: twice the tolerance band)."""
+        """Widest interval that still counts as a measurement (default: twice the band's width, 4 x tolerance)."""
         if self.max_ci_width is not None:
             return self.max_ci_width
         return 4 * self.tolerance * (abs(self.expected) if self.kind == "constant" else 1.0)
@@ -70,13 +69,6 @@ class Claim:
         """The values the claim allows: expected +- tolerance (relative for constants)."""
         tol = self.tolerance * abs(self.expected) if self.kind == "constant" else self.tolerance
         return self.expected - tol, self.expected + tol
-
-    def describe(self) -> str:
-        if self.kind == "constant":
-            return f"C = {self.expected:.4g} (k^{self.exponent:g}) +-{100 * self.tolerance:g}%"
-        sym = {"eq": "=", "le": "<=", "ge": ">="}[self.relation]
-        what = "exponent" if self.kind == "exponent" else "N(eps) exponent"
-        return f"{what} {sym} {self.expected:.4g} +-{self.tolerance:g}"
 
 
 @dataclass(frozen=True)

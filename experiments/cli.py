@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             row = current.get((exp.id, c.id))
             verdict = "not run" if row is None else (
                 f"{row['status']}: {measured_text(row)}")
-            claimed = claimed_text({"kind": c.kind, "relation": c.relation, "expected": c.expected,
-                                "tolerance": c.tolerance})
+            claimed = claimed_text(asdict(c))
             if args.markdown:
                 paper = f"[{exp.paper.short}]({exp.paper.url})" if exp.paper.url else exp.paper.short
                 lines.append(f"| `{exp.id}` | {paper} | {exp.figure} | {c.statement} | {claimed} | {verdict} |")
