@@ -73,9 +73,10 @@ def _constant_panel(ax, v: Verdict, panel: Panel, cfg: dict, trace: Trace) -> No
     x = trace.steps * c.samples_per_step
     scale = x ** (-float(c.exponent))
     ok = ~diverged
+    mean = None
     if ok.any():
-        _band(ax, x, transform(values[ok], c.transform) * scale, f"mean over {int(ok.sum())} seeds", "tab:blue",
-              log=False)
+        mean = _band(ax, x, transform(values[ok], c.transform) * scale, f"mean over {int(ok.sum())} seeds",
+                     "tab:blue", log=False)
     if panel.reference is not None:
         ax.plot(x, panel.reference(cfg, trace.steps) * scale, color="0.3", ls="--", lw=1.0,
                 label=panel.reference_label)
@@ -87,10 +88,8 @@ def _constant_panel(ax, v: Verdict, panel: Panel, cfg: dict, trace: Trace) -> No
         ax.fill_between([w0, w1], v.ci[0], v.ci[1], color="tab:red", alpha=0.3, lw=0)
         ax.plot([w0, w1], [v.measured] * 2, color="tab:red", lw=1.4,
                 label=f"measured C = {v.measured:.4g} [{v.ci[0]:.4g}, {v.ci[1]:.4g}]  ({v.status})")
-    if ok.any():
-        tail = (transform(values[ok], c.transform) * scale).mean(axis=0)[x >= x[-1] / 100]
-        top = max(np.nanmax(tail), hi)
-        ax.set_ylim(0, 1.6 * top)
+    if mean is not None:
+        ax.set_ylim(0, 1.6 * max(np.nanmax(mean[x >= x[-1] / 100]), hi))
     ax.set_xscale("log")
     ax.set_xlabel(panel.xlabel)
     p = f"{-c.exponent:g}"

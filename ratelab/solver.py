@@ -1,6 +1,6 @@
 """The solver protocol shared by every algorithm package.
 
-A solver is pure functions, in the spirit of ``optax.GradientTransformation``::
+A solver is three pure functions, in the spirit of ``optax.GradientTransformation``::
 
     solver = robbins_monro(step_size=harmonic(1.0, 10.0))
     state = solver.init(problem, key)
