@@ -1,5 +1,5 @@
 """The ratelab harness: runner, rate fitting, claims, registry, results, figures, report and the CLI."""
 
-from experiments.runner import Trace, run, sweep
+from experiments.runner import Trace, run, sweep, trace_from_arrays
 
-__all__ = ["Trace", "run", "sweep"]
+__all__ = ["Trace", "run", "sweep", "trace_from_arrays"]

@@ -6,6 +6,9 @@ A :class:`Claim` names a metric of a run and what a paper says about it:
   holds when the whole interval lies at or below expected + tolerance; "ge" for a lower bound).
 * ``kind="constant"``: E metric(k) ~ expected * k^exponent with a known exponent; ``tolerance`` is relative.
 * ``kind="sample_complexity"``: samples N(eps) to reach eps scale like eps^expected.
+* ``kind="value"``: the level of a metric, E metric averaged over the x in ``window`` (default: the last logged
+  point), against ``expected`` with an absolute ``tolerance``: a floor, a feasibility violation (``relation="le"``),
+  a ratio of two methods' errors that an experiment logs as its own metric.
 
 Verdict rule (``eq``): PASS when the measured confidence interval meets [expected - tol, expected + tol] and is at
 most ``max_ci_width`` wide (a noisy measurement that cannot tell is a FAIL, not a PASS). A run in which any seed
@@ -18,12 +21,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from experiments.rates import TRANSFORMS, Fit, fit_constant, fit_power_law, fit_sample_complexity, transform
+from experiments.rates import TRANSFORMS, Fit, fit_constant, fit_level, fit_power_law, fit_sample_complexity, transform
 from experiments.runner import Trace
 from ratelab.errors import RatelabError
 from ratelab.validate import check_choice, check_positive
 
-KINDS = ("exponent", "constant", "sample_complexity")
+KINDS = ("exponent", "constant", "sample_complexity", "value")
 RELATIONS = ("eq", "le", "ge")
 
 
@@ -111,8 +114,9 @@ def check(claim: Claim, trace: Trace, *, n_boot: int = 2000, seed: int = 0) -> V
     n_div = int(diverged.sum())
     ok = ~diverged
     if ok.sum() == 0:
+        first = float(trace.diverged_at.min())
         return Verdict(claim, False, float("nan"), (float("nan"), float("nan")),
-                       f"all {diverged.size} seeds diverged (first at k={int(trace.diverged_at.min())})", None, n_div)
+                       f"all {diverged.size} seeds diverged (first at x={first:g})", None, n_div)
     v = transform(values[ok], claim.transform)
     try:
         if claim.kind == "exponent":
@@ -120,6 +124,9 @@ def check(claim: Claim, trace: Trace, *, n_boot: int = 2000, seed: int = 0) -> V
             measured, ci = fit.exponent, fit.exponent_ci
         elif claim.kind == "constant":
             fit = fit_constant(x, v, claim.exponent, window=claim.window, n_boot=n_boot, seed=seed)
+            measured, ci = fit.constant, fit.constant_ci
+        elif claim.kind == "value":
+            fit = fit_level(x, v, window=claim.window, n_boot=n_boot, seed=seed)
             measured, ci = fit.constant, fit.constant_ci
         else:
             fit = fit_sample_complexity(x, v, np.asarray(claim.eps), n_boot=n_boot, seed=seed)
@@ -139,7 +146,7 @@ def check(claim: Claim, trace: Trace, *, n_boot: int = 2000, seed: int = 0) -> V
     passed = agrees and conclusive and n_div == 0
     interval = f"[{ci[0]:.4g}, {ci[1]:.4g}]"
     if n_div:
-        reason = f"{n_div}/{diverged.size} seeds diverged (first at k={int(trace.diverged_at[diverged].min())})"
+        reason = f"{n_div}/{diverged.size} seeds diverged (first at x={float(trace.diverged_at[diverged].min()):g})"
     elif not conclusive:
         reason = f"inconclusive: interval {interval} wider than {claim.width_limit:.3g}"
     elif agrees:

@@ -109,11 +109,13 @@ def _curve_panel(ax, panel: Panel, cfg: dict, trace: Trace, verdicts: list[Verdi
     for v in verdicts:
         if _on_panel(v.claim, panel) and v.claim.kind == "exponent":
             _verdict_lines(ax, v)
+        elif _on_panel(v.claim, panel) and v.claim.kind == "value":
+            _value_lines(ax, v)
     if diverged.any():
         ax.text(0.02, 0.02, f"{int(diverged.sum())} of {diverged.size} seeds diverged (not drawn)",
                 transform=ax.transAxes, color="tab:red", fontsize=9)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    ax.set_xscale(panel.xscale)
+    ax.set_yscale(panel.yscale)
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel + ("" if panel.transform == "none" else f" ({panel.transform.replace('_', ' ')})"))
     if panel.label:
@@ -137,6 +139,35 @@ def _complexity_panel(ax, v: Verdict, trace: Trace) -> None:
     ax.set_title(c.id, fontsize=10)
 
 
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Write a matplotlib figure atomically to ``path`` (PNG) and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def _value_lines(ax, v: Verdict) -> None:
+    """A level claim: the claimed band and the measured level with its interval, over the window."""
+    if v.fit is None:
+        return
+    lo, hi = v.claim.band()
+    w0, w1 = v.fit.window
+    if w0 == w1:
+        ax.errorbar([w1], [v.measured], yerr=[[v.measured - v.ci[0]], [v.ci[1] - v.measured]], color="tab:red",
+                    marker="o", ms=4, capsize=3, label=f"{v.claim.id}: {v.measured:.3g} [{v.ci[0]:.3g}, {v.ci[1]:.3g}]")
+    else:
+        ax.plot([w0, w1], [v.measured] * 2, color="tab:red", lw=1.4,
+                label=f"{v.claim.id}: {v.measured:.3g} [{v.ci[0]:.3g}, {v.ci[1]:.3g}]")
+    rel = {"eq": f"= {v.claim.expected:.3g} +- {v.claim.tolerance:.3g}", "le": f"<= {hi:.3g}",
+           "ge": f">= {lo:.3g}"}[v.claim.relation]
+    if v.claim.relation != "ge":
+        ax.axhline(hi, color="k", ls=":", lw=1.2, label=f"claimed {rel}  ({v.status})")
+    if v.claim.relation != "le":
+        ax.axhline(lo, color="k", ls=":", lw=1.2, label=f"claimed {rel}  ({v.status})" if v.claim.relation == "ge"
+                   else None)
+
+
 def plot_experiment(exp: Experiment, cfg: dict, trace: Trace, verdicts: list[Verdict],
                     path: str | os.PathLike) -> None:
     """Draw the experiment's figure and write it atomically to ``path`` (PNG)."""
@@ -158,7 +189,4 @@ def plot_experiment(exp: Experiment, cfg: dict, trace: Trace, verdicts: list[Ver
     wrapped = textwrap.fill(exp.title, width=int(80 * n))
     fig.suptitle(f"{exp.paper.short}, {exp.figure}: {status}\n{wrapped}", fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    save_figure(fig, path)

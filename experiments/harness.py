@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from experiments.claims import Verdict, check
-from experiments.figures import plot_experiment
+from experiments.figures import plot_experiment, save_figure
 from experiments.io import atomic_savez, atomic_write_json
 from experiments.provenance import code_version, config_hash, versions
 from experiments.registry import Experiment
@@ -79,7 +79,7 @@ def _cached(folder: Path, chash: str) -> dict | None:
     except (OSError, ValueError):
         return None
     fresh = result.get("config_hash") == chash and result.get("code_version") == code_version()
-    files = all((folder / name).exists() for name in ("trace.npz", "figure.png"))
+    files = all((folder / name).exists() for name in ("trace.npz", *result.get("files", {}).values()))
     return result if fresh and files else None
 
 
@@ -108,6 +108,10 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
 
     save_trace(folder / "trace.npz", trace)
     plot_experiment(exp, cfg, trace, verdicts, folder / "figure.png")
+    extra = {}
+    for name, draw in exp.extra_figures.items():
+        save_figure(draw(cfg, trace, verdicts), folder / f"{name}.png")
+        extra[name] = f"{name}.png"
     diverged = int(trace.diverged.sum())
     result = {
         "id": exp.id,
@@ -122,11 +126,11 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
         "seed": cfg["seed"],
         "timings": {"wall_s": wall, **trace.timings},
         "divergence": {"diverged_seeds": diverged, "of": int(trace.diverged.size),
-                       "first_k": int(trace.diverged_at[trace.diverged].min()) if diverged else None},
+                       "first_k": float(trace.diverged_at[trace.diverged].min()) if diverged else None},
         "verdicts": [v.as_dict() for v in verdicts],
         "status": "PASS" if all(v.passed for v in verdicts) else "FAIL",
-        "files": {"trace": "trace.npz", "figure": "figure.png"},
+        "files": {"trace": "trace.npz", "figure": "figure.png", **extra},
     }
     atomic_write_json(folder / "result.json", result)
-    log(f"{exp.id}: {result['status']} in {wall:.1f}s (compile {trace.timings['compile_s']:.1f}s)")
+    log(f"{exp.id}: {result['status']} in {wall:.1f}s (compile {trace.timings.get('compile_s', 0.0):.1f}s)")
     return {**result, "reused": False}

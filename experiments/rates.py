@@ -6,6 +6,7 @@ seeds with replacement. A 1-D ``values`` is one curve: its interval is the OLS t
 
 * :func:`fit_power_law` -- ``E value(x) ~ C x^p``: exponent p and prefactor C over a window of x.
 * :func:`fit_constant` -- C in ``E value(x) ~ C x^p`` for a known p (e.g. Chung's constant for p = -1).
+* :func:`fit_level` -- the level E value averaged over a window of x (a floor, a violation, a ratio).
 * :func:`samples_to_reach` / :func:`fit_sample_complexity` -- samples N(eps) needed to reach eps, and the
   exponent q in ``N(eps) ~ eps^q``.
 * :func:`running_mean` / :func:`running_min` -- turn per-block values into (1/K) sum_k and min_k curves.
@@ -168,6 +169,37 @@ def fit_constant(x: np.ndarray, values: np.ndarray, exponent: float, *, window: 
         ci = (est, est)
     return Fit(float(exponent), (float(exponent), float(exponent)), est, ci,
                (float(x[idx].min()), float(x[idx].max())), int(idx.size), int(v.shape[0]), float(level))
+
+
+def fit_level(x: np.ndarray, values: np.ndarray, *, window: tuple[float, float] | None = None,
+              level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Fit:
+    """The level ``E value``: the mean over seeds of each seed's average over the x inside ``window`` (default: the
+    last x only), with a bootstrap interval over seeds (a t-interval over the window's points for one curve).
+    Returned as ``constant`` / ``constant_ci`` of a :class:`Fit` with exponent 0."""
+    check_in_range("level", level, 0.0, 1.0, closed="neither")
+    check_positive_int("n_boot", n_boot)
+    x, v = _as_curves(x, values)
+    if window is None:
+        idx = np.array([x.size - 1])
+    else:
+        lo, hi = window
+        idx = np.flatnonzero((x >= lo) & (x <= hi))
+        if idx.size == 0:
+            raise RatelabError(f"window {window} holds no point of x (range [{x.min():g}, {x.max():g}])")
+    per_seed = v[:, idx].mean(axis=1)
+    if not np.all(np.isfinite(per_seed)):
+        raise RatelabError("values must be finite inside the window")
+    est = float(per_seed.mean())
+    if per_seed.size >= 2:
+        ci = _percentile_ci(_bootstrap_means(per_seed[:, None], n_boot, seed)[:, 0], level)
+    elif idx.size >= 2:
+        pts = v[0, idx]
+        half = stats.t.ppf(0.5 + level / 2, idx.size - 1) * pts.std(ddof=1) / np.sqrt(idx.size)
+        ci = (est - float(half), est + float(half))
+    else:
+        ci = (est, est)
+    return Fit(0.0, (0.0, 0.0), est, (float(ci[0]), float(ci[1])), (float(x[idx].min()), float(x[idx].max())),
+               int(idx.size), int(v.shape[0]), float(level))
 
 
 def samples_to_reach(samples: np.ndarray, values: np.ndarray, eps: np.ndarray) -> np.ndarray:

@@ -41,7 +41,8 @@ class Paper:
 
 @dataclass(frozen=True)
 class Panel:
-    """One axes of the experiment's figure: a metric against iterations (or samples), log-log."""
+    """One axes of the experiment's figure: a metric against iterations (or samples, gamma, N, ...), log-log by
+    default (``xscale`` / ``yscale`` take any matplotlib scale name)."""
 
     metric: str
     ylabel: str
@@ -52,6 +53,8 @@ class Panel:
     label: str = ""
     reference: Callable[[dict, Any], Any] | None = None
     reference_label: str = "exact"
+    xscale: str = "log"
+    yscale: str = "log"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class Experiment:
       claims: ``config -> [Claim]``: the claims, with expected values computed from the config.
       panels: the figure's axes.
       validate: ``config -> None``: raises :class:`RatelabError` on a bad config before any compute.
+      extra_figures: ``name -> (config, trace, verdicts) -> matplotlib Figure`` for figures the panels cannot draw
+        (a landscape with trajectories, accuracy against wall time); each is written to ``<name>.png``.
     """
 
     id: str
@@ -80,6 +85,7 @@ class Experiment:
     claims: Callable[[dict], list[Claim]]
     panels: tuple[Panel, ...]
     validate: Callable[[dict], None] | None = None
+    extra_figures: dict[str, Callable[..., Any]] = field(default_factory=dict)
     notes: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
 

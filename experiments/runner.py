@@ -66,6 +66,35 @@ class Trace:
         return self.metrics[metric]
 
 
+def trace_from_arrays(x: Any, metrics: dict[str, Any], *, final_state: Any = None,
+                      timings: dict[str, float] | None = None, sweep_values: Any = None) -> Trace:
+    """A :class:`Trace` from measured curves that did not come from :func:`run`.
+
+    Use it when the x axis of a claim is not the iteration count: a penalty ``gamma``, a dataset size ``N``, a
+    number of workers, a horizon ``H``. ``x`` is ``[n]`` (ascending); each metric is ``[*sweep, seeds, n]``. A seed
+    is marked diverged when any of its metric values is NaN or inf; ``diverged_at`` is the first such x (-1 if none).
+    """
+    xs = np.asarray(x, dtype=float)
+    if xs.ndim != 1 or xs.size == 0:
+        raise RatelabError(f"x must be a non-empty 1-D array, got shape {xs.shape}")
+    if not metrics:
+        raise RatelabError("metrics must hold at least one metric")
+    arrays = {k: np.asarray(v, dtype=float) for k, v in metrics.items()}
+    shape = next(iter(arrays.values())).shape
+    for k, v in arrays.items():
+        if v.ndim < 2 or v.shape[-1] != xs.size or v.shape != shape:
+            raise RatelabError(f"metric {k!r} must have shape [*sweep, seeds, {xs.size}] like the others, "
+                               f"got {v.shape} (first metric: {shape})")
+    bad = np.zeros(shape, dtype=bool)
+    for v in arrays.values():
+        bad |= ~np.isfinite(v)
+    diverged = bad.any(axis=-1)
+    first = np.where(diverged, xs[np.argmax(bad, axis=-1)], -1.0)
+    return Trace(steps=xs, metrics=arrays, diverged=diverged, diverged_at=first, final_state=final_state,
+                 log_every=1, aggregate="none", timings={"compile_s": 0.0, "run_s": 0.0, **(timings or {})},
+                 sweep_values=None if sweep_values is None else np.asarray(sweep_values))
+
+
 def as_keys(key: Any, seeds: int) -> jax.Array:
     """``seeds`` independent keys: split from an int seed or a single key, or taken as given (shape ``[seeds]``)."""
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):

@@ -70,3 +70,39 @@ def test_claim_definition_errors():
         Claim("x", "s", "err", expected=1.0, tolerance=0.0)
     with pytest.raises(RatelabError, match="metric must be one of 'err'"):
         check(Claim("x", "s", "loss", expected=1.0, tolerance=0.1), _trace(_power(-1.0)))
+
+
+def test_value_claim_on_curves_over_a_non_iteration_axis():
+    """A level claim on a trace built from curves (x = a penalty grid): PASS inside the band, FAIL outside,
+    and a NaN marks that seed diverged."""
+    from experiments.runner import trace_from_arrays
+
+    rng = np.random.default_rng(0)
+    gammas = np.array([1.0, 10.0, 100.0])
+    gap = 0.2 + 0.01 * rng.standard_normal((50, 3))
+    trace = trace_from_arrays(gammas, {"gap": gap})
+    ok = check(Claim(id="floor", statement="s", metric="gap", kind="value", expected=0.2, tolerance=0.02), trace)
+    assert ok.passed and abs(ok.measured - gap[:, -1].mean()) < 1e-12
+    assert ok.ci[0] < gap[:, -1].mean() < ok.ci[1]
+    low = check(Claim(id="low", statement="s", metric="gap", kind="value", relation="le", expected=0.1,
+                      tolerance=0.01), trace)
+    assert not low.passed and "outside" in low.reason
+    windowed = check(Claim(id="w", statement="s", metric="gap", kind="value", expected=0.2, tolerance=0.02,
+                           window=(1.0, 100.0)), trace)
+    assert abs(windowed.measured - gap.mean()) < 1e-12
+    gap[3, 1] = np.nan
+    bad = trace_from_arrays(gammas, {"gap": gap})
+    assert bad.diverged.sum() == 1 and bad.diverged_at[3] == 10.0
+    assert not check(Claim(id="f", statement="s", metric="gap", kind="value", expected=0.2, tolerance=0.02),
+                     bad).passed
+
+
+def test_exponent_claim_over_a_penalty_grid():
+    """dist(gamma) = c / gamma per seed: the fitted exponent is -1 on a trace whose x is gamma."""
+    from experiments.runner import trace_from_arrays
+
+    gammas = np.geomspace(1, 1e3, 10)
+    c = np.random.default_rng(1).uniform(0.5, 2.0, size=(20, 1))
+    v = check(Claim(id="r", statement="s", metric="dist", expected=-1.0, tolerance=0.05),
+              trace_from_arrays(gammas, {"dist": c / gammas}))
+    assert v.passed and abs(v.measured + 1) < 1e-9
