@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -202,3 +203,48 @@ def test_crash_mid_run_leaves_no_result(false_claim, tmp_path):
         unregister("test-crash")
     folder = out / "test-crash"
     assert not (folder / "result.json").exists() and not list(folder.glob("*.tmp"))
+
+
+def test_curves_over_gamma_with_a_level_claim_and_an_extra_figure(capsys, tmp_path):
+    """An experiment whose x is a penalty grid (trace_from_arrays): exponent and level claims are judged on the
+    measured curves, the extra figure is written beside figure.png and reuse checks for it."""
+    import matplotlib.pyplot as plt
+
+    from experiments.registry import Panel
+    from experiments.runner import trace_from_arrays
+
+    def execute(cfg, key, **kw):
+        gammas = np.geomspace(1.0, 1e3, 12)
+        scale = np.exp(0.1 * np.asarray(jax.random.normal(key, (cfg["seeds"], 1))))
+        return trace_from_arrays(gammas, {"dist": scale / gammas, "floor": 0.3 + 0 * scale / gammas})
+
+    def landscape(cfg, trace, verdicts):
+        fig, ax = plt.subplots()
+        ax.plot(trace.steps, trace["dist"].mean(axis=0))
+        return fig
+
+    exp = Experiment(
+        id="test-gamma-curves", paper=CHUNG, figure="none", title="distance against the penalty",
+        configs={m: {"seed": 0, "seeds": 16, "steps": 12, "log_every": 1} for m in ("quick", "full")},
+        execute=execute,
+        claims=lambda cfg: [Claim("rate", "dist = O(1/gamma)", "dist", expected=-1.0, tolerance=0.05),
+                            Claim("floor", "floor stays 0.3", "floor", kind="value", expected=0.3, tolerance=0.01)],
+        panels=(Panel("dist", "distance", xlabel="gamma"), Panel("floor", "floor", xlabel="gamma", yscale="linear")),
+        extra_figures={"landscape": landscape})
+    register(exp)
+    try:
+        out = tmp_path / "g"
+        assert main(["run", exp.id, "--out", str(out), "--no-progress"]) == 0
+        result = json.loads((out / exp.id / "result.json").read_text())
+        assert [v["status"] for v in result["verdicts"]] == ["PASS", "PASS"]
+        assert abs(result["verdicts"][0]["measured"] + 1.0) < 1e-9
+        assert result["files"]["landscape"] == "landscape.png"
+        assert (out / exp.id / "landscape.png").stat().st_size > 5_000
+        capsys.readouterr()
+        main(["run", exp.id, "--out", str(out), "--no-progress"])
+        assert "reusing" in capsys.readouterr().err
+        (out / exp.id / "landscape.png").unlink()
+        main(["run", exp.id, "--out", str(out), "--no-progress"])
+        assert "reusing" not in capsys.readouterr().err and (out / exp.id / "landscape.png").exists()
+    finally:
+        unregister(exp.id)
