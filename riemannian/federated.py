@@ -86,23 +86,8 @@ def geometry(manifold: Any, retraction: str | None = None, transport: str = "pro
     def inv_retr(x, y):
         return manifold.inv_retr(x, y, method=method)
 
-    if transport == "projection":
-        transp = manifold.transp
-    elif type(manifold).__name__ == "Sphere":
-        transp = sphere_parallel_transport
-    else:
-        transp = manifold.parallel_transp
+    transp = manifold.transp if transport == "projection" else manifold.parallel_transp
     return Geometry(retr, inv_retr, transp)
-
-
-def sphere_parallel_transport(x: jax.Array, y: jax.Array, v: jax.Array) -> jax.Array:
-    """Parallel transport on the unit sphere along the minimising great circle from x to y (y != -x):
-    v - <y, v> / (1 + <x, y>) (x + y).
-
-    Used instead of ``Sphere.parallel_transp``, whose log-based formula divides by ||log_x y||^2 and returns
-    O(||v||) rounding garbage when y is within ~1e-8 of x (e.g. the first local step from the server point).
-    """
-    return v - (jnp.dot(y, v) / (1.0 + jnp.dot(x, y))) * (x + y)
 
 
 def federated_round(problem: Any, x: jax.Array, clients: jax.Array, ells: jax.Array, *, eta: Any, local_steps: int,

@@ -1,0 +1,234 @@
+"""Nonsmooth composite problems on the Stiefel manifold: min_{X in M} f(X) + h(B X), h = mu ||.||_1.
+
+These are the test problems of Li, Ma, Srivastava, "A Riemannian ADMM" (arXiv:2211.02163, 2022; Sec. 5):
+
+* sparse PCA (Jolliffe et al. 2003; the form of Chen, Ma, So, Zhang, "Proximal gradient method for nonsmooth
+  optimization over the Stiefel manifold", SIOPT 2020 = ManPG):
+      min_{X in St(n, p)} -tr(X^T A^T A X) + mu ||X||_1,
+  data A in R^{m x n} with i.i.d. N(0, 1) entries, columns centred and scaled to unit norm (ManPG's generator);
+* orthogonal dictionary learning (Sun, Qu, Wright 2017; Bai, Jiang, Sun 2019): recover the orthogonal
+  dictionary Q from Y = Q S with a Bernoulli(theta)-Gaussian sparse code S, as
+      min_{X in St(n, p)} ||Y^T X||_1     (f = 0, B = Y^T: the linear-map form h(B X) of the paper).
+
+A problem is a pytree (``jax.tree_util.register_dataclass``): arrays ``C`` (f(X) = -tr(X^T C X)), ``B`` (the
+linear map, the identity for sparse PCA), ``mu`` (the l1 weight) are data; the manifold is static.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ratelab.errors import RatelabError
+from ratelab.validate import check_in_range, check_nonnegative, check_positive_int
+from riemannian.manifolds import Stiefel
+
+Array = jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class CompositeProblem:
+    """min_{X in St(n, p)} f(X) + h(B X) with f(X) = -tr(X^T C X) and h(Z) = mu ||Z||_1 (entrywise).
+
+    Attributes:
+      C: ``[n, n]`` symmetric matrix of the smooth part (``A^T A`` for sparse PCA, zero for dictionary learning).
+      B: ``[m, n]`` matrix of the linear map X -> B X inside h (identity for sparse PCA).
+      mu: l1 weight (mu = 0 turns sparse PCA into PCA).
+      x0: ``[n, p]`` initial point on the manifold.
+      manifold: the Stiefel manifold St(n, p) (static).
+    """
+
+    C: Array
+    B: Array
+    mu: Array
+    x0: Array
+    manifold: Stiefel = field(metadata=dict(static=True))
+
+    def f(self, x: Array) -> Array:
+        return -jnp.sum(x * (self.C @ x))
+
+    def egrad_f(self, x: Array) -> Array:
+        return -2.0 * (self.C @ x)
+
+    def lin(self, x: Array) -> Array:
+        """The linear map x -> B x."""
+        return self.B @ x
+
+    def lin_vjp(self, x: Array, z: Array) -> Array:
+        """The adjoint of the map's derivative at x applied to z: B^T z (the map is linear)."""
+        del x
+        return self.B.T @ z
+
+    def h(self, z: Array) -> Array:
+        return self.mu * jnp.sum(jnp.abs(z))
+
+    def prox_h(self, w: Array, t: Array) -> Array:
+        """prox_{t h}(w) = soft-threshold(w, t mu)."""
+        return jnp.sign(w) * jnp.maximum(jnp.abs(w) - t * self.mu, 0.0)
+
+    def objective(self, x: Array) -> Array:
+        """F(X) = f(X) + h(B X)."""
+        return self.f(x) + self.h(self.lin(x))
+
+    def lipschitz_h(self) -> Array:
+        """Lipschitz constant of h w.r.t. the Frobenius norm: mu sqrt(m p) (a bound on ||subgradient||_F)."""
+        m = self.B.shape[0]
+        return self.mu * jnp.sqrt(m * self.manifold.p)
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class SpectralClusteringProblem:
+    """Sparse spectral clustering (Lu, Yan, Lin, "Convex sparse spectral clustering", AAAI 2016; Park, Zhao,
+    "Spectral clustering based on learning similarity matrix", Bioinformatics 2018), as in Li, Ma, Srivastava:
+
+        min_{U in St(n, k)} tr(U^T L U) + mu ||U U^T||_1,
+
+    i.e. f(U) = tr(U^T L U) and h(c(U)) with the smooth (quadratic, not linear) map c(U) = U U^T; RADMM only needs
+    c and the adjoint of its derivative, J_c(U)^T Z = (Z + Z^T) U.
+
+    Attributes: ``L`` the normalised graph Laplacian ``[n, n]``, ``mu``, ``x0`` ``[n, k]``, ``manifold`` (static).
+    """
+
+    L: Array
+    mu: Array
+    x0: Array
+    manifold: Stiefel = field(metadata=dict(static=True))
+
+    def f(self, x: Array) -> Array:
+        return jnp.sum(x * (self.L @ x))
+
+    def egrad_f(self, x: Array) -> Array:
+        return 2.0 * (self.L @ x)
+
+    def lin(self, x: Array) -> Array:
+        return x @ x.T
+
+    def lin_vjp(self, x: Array, z: Array) -> Array:
+        return (z + z.T) @ x
+
+    def h(self, z: Array) -> Array:
+        return self.mu * jnp.sum(jnp.abs(z))
+
+    def prox_h(self, w: Array, t: Array) -> Array:
+        return jnp.sign(w) * jnp.maximum(jnp.abs(w) - t * self.mu, 0.0)
+
+    def objective(self, x: Array) -> Array:
+        return self.f(x) + self.h(self.lin(x))
+
+
+def moreau_envelope(problem: CompositeProblem | SpectralClusteringProblem, y: Array, gamma: Array) -> Array:
+    """h_gamma(y) = min_z h(z) + ||z - y||^2 / (2 gamma) (the Huber function for the l1 norm)."""
+    z = problem.prox_h(y, gamma)
+    return problem.h(z) + jnp.sum((z - y) ** 2) / (2.0 * gamma)
+
+
+def moreau_grad(problem: CompositeProblem | SpectralClusteringProblem, y: Array, gamma: Array) -> Array:
+    """grad h_gamma(y) = (y - prox_{gamma h}(y)) / gamma (1/gamma-Lipschitz)."""
+    return (y - problem.prox_h(y, gamma)) / gamma
+
+
+def sparsity(x: Array, tol: float = 1e-5) -> Array:
+    """Fraction of entries with |x_ij| < tol (ManPG's sparsity measure)."""
+    return jnp.mean(jnp.abs(x) < tol)
+
+
+def _check_sizes(n: int, p: int) -> None:
+    check_positive_int("n", n)
+    check_positive_int("p", p)
+    if p > n:
+        raise RatelabError(f"p must satisfy 1 <= p <= n, got n={n}, p={p}")
+
+
+def make_sparse_pca(key: Array, *, m: int = 50, n: int = 100, p: int = 2, mu: float = 0.5,
+                    dtype=None) -> CompositeProblem:
+    """Sparse PCA with ManPG's data: A (m x n) i.i.d. N(0, 1), centred columns of unit norm; C = A^T A.
+
+    x0 is a random point of St(n, p) drawn from ``key``.
+    """
+    check_positive_int("m", m)
+    _check_sizes(n, p)
+    check_nonnegative("mu", mu)
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    ka, kx = jax.random.split(key)
+    a = jax.random.normal(ka, (m, n), dtype)
+    a = a - jnp.mean(a, axis=0, keepdims=True)
+    a = a / jnp.linalg.norm(a, axis=0, keepdims=True)
+    man = Stiefel(n, p)
+    return CompositeProblem(C=a.T @ a, B=jnp.eye(n, dtype=dtype), mu=jnp.asarray(mu, dtype),
+                            x0=man.random_point(kx, dtype=dtype), manifold=man)
+
+
+def make_dictionary_learning(key: Array, *, n: int = 20, p: int = 1, samples: int = 200, theta: float = 0.3,
+                             mu: float = 1.0, dtype=None) -> tuple[CompositeProblem, Array]:
+    """Orthogonal dictionary learning: Y = Q S with Q uniform on O(n), S_ij = Bernoulli(theta) * N(0, 1).
+
+    Returns the problem min_{X in St(n, p)} mu ||Y^T X||_1 / samples, written as h(B X) with B = Y^T / sqrt(N) and
+    l1 weight mu / sqrt(N) (so that ||B|| = O(1) and the penalty and step-size scalings of RADMM apply unchanged),
+    and the true dictionary Q (its columns are the global minimisers up to sign, for p = 1).
+    """
+    _check_sizes(n, p)
+    check_positive_int("samples", samples)
+    check_in_range("theta", theta, 0.0, 1.0, closed="right")
+    check_nonnegative("mu", mu)
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    kq, kb, kg, kx = jax.random.split(key, 4)
+    q = Stiefel(n, n).random_point(kq, dtype=dtype)
+    s = jax.random.bernoulli(kb, theta, (n, samples)).astype(dtype) * jax.random.normal(kg, (n, samples), dtype)
+    y = q @ s
+    man = Stiefel(n, p)
+    root = float(np.sqrt(samples))  # B = Y^T / sqrt(N) has ||B|| = O(1); mu / sqrt(N) keeps h = mu ||Y^T x||_1 / N
+    problem = CompositeProblem(C=jnp.zeros((n, n), dtype), B=y.T / root, mu=jnp.asarray(mu / root, dtype),
+                               x0=man.random_point(kx, dtype=dtype), manifold=man)
+    return problem, q
+
+
+def pca_optimum(problem: CompositeProblem) -> tuple[float, np.ndarray]:
+    """mu = 0 reference: min_{X in St(n, p)} -tr(X^T C X) = -(sum of the p largest eigenvalues of C), attained
+    by the top-p eigenvectors (Ky Fan's maximum principle)."""
+    evals, evecs = np.linalg.eigh(np.asarray(problem.C, dtype=float))
+    p = problem.manifold.p
+    return -float(np.sum(evals[-p:])), evecs[:, -p:]
+
+
+def make_sparse_spectral_clustering(key: Array, *, k: int = 3, per_cluster: int = 20, dim: int = 2,
+                                    separation: float = 4.0, width: float = 1.0, mu: float = 1e-3,
+                                    dtype=None) -> tuple[SpectralClusteringProblem, Array]:
+    """k Gaussian clusters of ``per_cluster`` points in R^dim (centres on a circle, neighbours ``separation`` apart,
+    unit spread); Gaussian-kernel similarities W_ij = exp(-||a_i - a_j||^2 / (2 width^2)) (W_ii = 0) and the
+    normalised Laplacian L = I - D^(-1/2) W D^(-1/2).
+
+    Returns the problem on St(n, k), n = k * per_cluster, and the orthogonal projector onto the planted cluster
+    subspace span{D^(1/2) 1_c} (the bottom eigenspace of L when the clusters do not interact).
+    """
+    check_positive_int("k", k)
+    check_positive_int("per_cluster", per_cluster)
+    check_positive_int("dim", dim)
+    for name, value in (("separation", separation), ("width", width)):
+        check_in_range(name, value, 0.0, float("inf"), closed="neither")
+    check_nonnegative("mu", mu)
+    if dim < 2:
+        raise RatelabError(f"dim must be >= 2 (cluster centres lie on a circle in the first two axes), got {dim}")
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    kp, kx = jax.random.split(key)
+    angles = 2 * np.pi * np.arange(k) / k
+    centres = np.zeros((k, dim))
+    centres[:, 0], centres[:, 1] = np.cos(angles), np.sin(angles)
+    centres = jnp.asarray(separation / (2 * np.sin(np.pi / k)) * centres if k > 1 else centres, dtype)
+    labels = jnp.repeat(jnp.arange(k), per_cluster)
+    points = centres[labels] + jax.random.normal(kp, (k * per_cluster, dim), dtype)
+    d2 = jnp.sum((points[:, None, :] - points[None, :, :]) ** 2, axis=-1)
+    w = jnp.exp(-d2 / (2.0 * width**2)) * (1.0 - jnp.eye(k * per_cluster, dtype=dtype))
+    deg = jnp.sum(w, axis=1)
+    inv_sqrt = 1.0 / jnp.sqrt(deg)
+    lap = jnp.eye(k * per_cluster, dtype=dtype) - inv_sqrt[:, None] * w * inv_sqrt[None, :]
+    indicators = jax.nn.one_hot(labels, k, dtype=dtype) * jnp.sqrt(deg)[:, None]
+    basis = indicators / jnp.linalg.norm(indicators, axis=0, keepdims=True)
+    man = Stiefel(k * per_cluster, k)
+    problem = SpectralClusteringProblem(L=0.5 * (lap + lap.T), mu=jnp.asarray(mu, dtype),
+                                        x0=man.random_point(kx, dtype=dtype), manifold=man)
+    return problem, basis @ basis.T

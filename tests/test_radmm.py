@@ -1,0 +1,197 @@
+"""Riemannian ADMM: the PCA limit (mu = 0), feasibility, the Moreau envelope, the closed-form y-update, fixed
+points, the subgradient baseline and input checks (float64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.radmm import RADMM_COMPARE, RADMM_COMPLEXITY, RADMM_ODL, RADMM_SSC
+from experiments.runner import run
+from ratelab import RatelabError, power_decay
+from riemannian.admm import augmented_lagrangian, radmm, stationarity_terms, theory_parameters, y_update
+from riemannian.baselines import riemannian_subgradient
+from riemannian.manifolds import Stiefel
+from riemannian.sparse_problems import (
+    make_dictionary_learning,
+    make_sparse_pca,
+    make_sparse_spectral_clustering,
+    moreau_envelope,
+    moreau_grad,
+    pca_optimum,
+    sparsity,
+)
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _spca(mu=0.1, n=12, p=2, m=8, seed=0):
+    return make_sparse_pca(jax.random.key(seed), m=m, n=n, p=p, mu=mu)
+
+
+def _iterate(solver, problem, steps, key=0):
+    def body(state, _):
+        state, metrics = solver.step(state, problem, None)
+        return state, metrics
+
+    state = solver.init(problem, jax.random.key(key))
+    return jax.jit(lambda s: jax.lax.scan(body, s, None, length=steps))(state)
+
+
+def test_mu_zero_reduces_to_pca_and_finds_the_top_eigenspace():
+    """h = 0: the multiplier stays 0, y = A x, and the x-step is Riemannian gradient descent on -tr(X^T C X), whose
+    minimum over St(n, p) is minus the sum of the p largest eigenvalues (Ky Fan), attained by the top eigenspace."""
+    problem = _spca(mu=0.0)
+    value, v = pca_optimum(problem)
+    state, metrics = _iterate(radmm(step_size=0.05, rho=1.0, gamma=0.1), problem, 3000)
+    assert float(metrics["objective"][-1]) == pytest.approx(value, abs=1e-9)
+    x = np.asarray(state.x)
+    np.testing.assert_allclose(x @ x.T, v @ v.T, atol=1e-6)
+    np.testing.assert_allclose(state.lam, 0.0, atol=1e-15)
+    np.testing.assert_allclose(state.y, state.x, atol=1e-15)
+
+
+def test_iterates_stay_on_the_stiefel_manifold():
+    problem = _spca(mu=0.3, n=15, p=3)
+    for retraction in ("qr", "polar", "exp"):
+        _, metrics = _iterate(radmm(**theory_parameters(0.05), retraction=retraction), problem, 500)
+        assert float(jnp.max(metrics["feasibility"])) < 1e-12, retraction
+
+
+def test_moreau_envelope_gradient_matches_finite_differences_and_huber():
+    """grad h_gamma = (y - prox(y)) / gamma; for mu ||.||_1, h_gamma is mu times the Huber function."""
+    problem = _spca(mu=0.7)
+    gamma = 0.3
+    y = jax.random.normal(jax.random.key(3), (12, 2))
+    g = moreau_grad(problem, y, gamma)
+    h = 1e-6
+    e = jnp.zeros_like(y)
+    env = jax.jit(lambda z: moreau_envelope(problem, z, gamma))
+    fd = np.array([[(env(y + h * e.at[i, j].set(1.0)) - env(y - h * e.at[i, j].set(1.0))) / (2 * h)
+                    for j in range(2)] for i in range(12)])
+    np.testing.assert_allclose(g, fd, atol=1e-8)
+    np.testing.assert_allclose(g, jax.grad(lambda z: moreau_envelope(problem, z, gamma))(y), atol=1e-12)
+    t = 0.7 * gamma
+    huber = jnp.where(jnp.abs(y) <= t, y**2 / (2 * gamma), 0.7 * (jnp.abs(y) - t / 2))
+    assert float(moreau_envelope(problem, y, gamma)) == pytest.approx(float(jnp.sum(huber)), rel=1e-12)
+
+
+def test_closed_form_y_update_is_the_subproblem_minimiser():
+    """y solves min_y h_gamma(y) + <lambda, A x - y> + rho/2 ||A x - y||^2: its gradient vanishes there, and the
+    updated multiplier lambda + rho (A x - y) equals grad h_gamma(y)."""
+    problem = _spca(mu=0.5)
+    kx, kl = jax.random.split(jax.random.key(4))
+    x = problem.manifold.random_point(kx)
+    lam = 0.3 * jax.random.normal(kl, x.shape)
+    rho, gamma = 2.5, 0.2
+    y = y_update(problem, problem.lin(x), lam, rho, gamma)
+    grad_y = jax.grad(lambda z: augmented_lagrangian(problem, x, z, lam, rho, gamma))(y)
+    np.testing.assert_allclose(grad_y, 0.0, atol=1e-12)
+    np.testing.assert_allclose(lam + rho * (problem.lin(x) - y), moreau_grad(problem, y, gamma), atol=1e-12)
+
+
+def test_converged_iterate_is_stationary_and_multiplier_is_the_envelope_gradient():
+    problem = _spca(mu=0.2)
+    par = theory_parameters(0.05)
+    state, metrics = _iterate(radmm(**par), problem, 4000)
+    assert float(metrics["stationarity"][-1]) < 1e-8
+    kkt, cons = stationarity_terms(problem, state.x, state.y, state.lam)
+    assert float(kkt) < 1e-8 and float(cons) < 1e-8
+    np.testing.assert_allclose(state.lam, moreau_grad(problem, state.y, par["gamma"]), atol=1e-12)
+    # lambda is a subgradient of h at z = prox_{gamma h}(y): |lambda_ij| <= mu, = mu sign(z_ij) where z_ij != 0
+    z = problem.prox_h(state.y, par["gamma"])
+    assert float(jnp.max(jnp.abs(state.lam))) <= 0.2 + 1e-12
+    nz = np.abs(np.asarray(z)) > 0
+    np.testing.assert_allclose(np.asarray(state.lam)[nz], 0.2 * np.sign(np.asarray(z)[nz]), atol=1e-12)
+
+
+def test_the_objective_is_below_the_subgradient_baselines_on_a_common_start_and_lagrangian_decreases():
+    problem = _spca(mu=0.2)
+    par = theory_parameters(0.05)
+    _, ma = _iterate(radmm(**par), problem, 3000)
+    lag = np.asarray(ma["lagrangian"])
+    assert np.all(np.diff(lag[100:]) <= 1e-10)  # monotone once the penalty dominates (sufficient decrease)
+    _, mb = _iterate(riemannian_subgradient(power_decay(0.05, 1.0, 0.5)), problem, 3000)
+    assert float(ma["objective"][-1]) <= float(mb["objective"][-1]) + 1e-3
+
+
+def test_subgradient_direction_is_the_riemannian_gradient_when_mu_is_zero():
+    problem = _spca(mu=0.0)
+    solver = riemannian_subgradient(0.01)
+    state = solver.init(problem, jax.random.key(0))
+    new, metrics = solver.step(state, problem, None)
+    rg = problem.manifold.rgrad(problem.f, problem.x0)
+    np.testing.assert_allclose(new.x, problem.manifold.retr(problem.x0, -0.01 * rg), atol=1e-14)
+    assert float(metrics["subgrad_norm"]) == pytest.approx(float(jnp.linalg.norm(rg)), rel=1e-12)
+
+
+def test_seeds_are_independent_runs_with_random_starts():
+    """run's vmapped seeds equal single runs started from the same keys (random_init draws x0 from the key)."""
+    problem = _spca(mu=0.1)
+    solver = radmm(**theory_parameters(0.1), random_init=True)
+    keys = jax.random.split(jax.random.key(7), 2)
+    both = run(solver, problem, keys, steps=200, seeds=2, log_every=50, x64=True)
+    for s in range(2):
+        one = run(solver, problem, keys[s:s + 1], steps=200, seeds=1, log_every=50, x64=True)
+        np.testing.assert_allclose(both["objective"][s], one["objective"][0], rtol=1e-12)
+
+
+def test_generators():
+    problem = _spca(mu=0.4, n=10, p=3, m=6)
+    a_cols = np.linalg.eigvalsh(np.asarray(problem.C))
+    assert np.all(a_cols > -1e-12) and np.trace(np.asarray(problem.C)) == pytest.approx(10.0)  # unit-norm columns
+    assert problem.manifold == Stiefel(10, 3)
+    assert float(problem.manifold.feasibility(problem.x0)) < 1e-13
+    odl, q = make_dictionary_learning(jax.random.key(1), n=6, samples=50, theta=0.3)
+    np.testing.assert_allclose(q.T @ q, np.eye(6), atol=1e-12)
+    assert odl.B.shape == (50, 6)
+    assert float(sparsity(jnp.array([0.0, 1e-7, 0.5, 1.0]))) == 0.5
+
+
+def test_spectral_clustering_map_adjoint_and_the_mu_zero_limit():
+    """J_c(U)^T Z for c(U) = U U^T equals jax.vjp; with mu = 0 RADMM minimises tr(U^T L U) over St(n, k), whose
+    minimum is the sum of the k smallest eigenvalues of L (Ky Fan)."""
+    problem, planted = make_sparse_spectral_clustering(jax.random.key(0), k=3, per_cluster=6, mu=0.0)
+    u = problem.x0
+    z = jax.random.normal(jax.random.key(1), (18, 18))
+    _, vjp = jax.vjp(problem.lin, u)
+    np.testing.assert_allclose(problem.lin_vjp(u, z), vjp(z)[0], atol=1e-13)
+    np.testing.assert_allclose(planted @ planted, planted, atol=1e-13)  # an orthogonal projector of rank k
+    assert float(jnp.trace(planted)) == pytest.approx(3.0)
+    _, metrics = _iterate(radmm(**theory_parameters(0.05, c_eta=0.25)), problem, 3000)
+    evals = np.linalg.eigvalsh(np.asarray(problem.L))
+    assert float(metrics["objective"][-1]) == pytest.approx(float(evals[:3].sum()), abs=1e-9)
+    assert float(metrics["stationarity"][-1]) < 1e-8
+
+
+def test_bad_input_errors():
+    with pytest.raises(RatelabError, match="step_size"):
+        radmm(step_size=-1.0, rho=1.0, gamma=0.1)
+    with pytest.raises(RatelabError, match="rho"):
+        radmm(step_size=0.1, rho=0.0, gamma=0.1)
+    with pytest.raises(RatelabError, match="gamma"):
+        radmm(step_size=0.1, rho=1.0, gamma=float("nan"))
+    with pytest.raises(RatelabError, match="retraction must be one of"):
+        radmm(0.1, 1.0, 0.1, retraction="cayley").init(_spca(), jax.random.key(0))
+    with pytest.raises(RatelabError, match="eps"):
+        theory_parameters(0.0)
+    with pytest.raises(RatelabError, match="p must satisfy"):
+        make_sparse_pca(jax.random.key(0), m=5, n=3, p=4)
+    with pytest.raises(RatelabError, match="mu"):
+        make_sparse_pca(jax.random.key(0), mu=-1.0)
+    with pytest.raises(RatelabError, match="theta"):
+        make_dictionary_learning(jax.random.key(0), theta=1.5)
+    with pytest.raises(RatelabError, match="n_eps"):
+        RADMM_COMPLEXITY.validate(RADMM_COMPLEXITY.config("quick", {"n_eps": 2}))
+    with pytest.raises(RatelabError, match="eps"):
+        RADMM_COMPARE.validate(RADMM_COMPARE.config("quick", {"eps": 0.0}))
+    with pytest.raises(RatelabError, match="samples"):
+        RADMM_ODL.validate(RADMM_ODL.config("quick", {"samples": 0}))
+    with pytest.raises(RatelabError, match="dim"):
+        make_sparse_spectral_clustering(jax.random.key(0), dim=1)
+    with pytest.raises(RatelabError, match="c_eta"):
+        RADMM_SSC.validate(RADMM_SSC.config("quick", {"c_eta": -0.25}))
