@@ -8,7 +8,8 @@ A :class:`Claim` names a metric of a run and what a paper says about it:
 * ``kind="sample_complexity"``: samples N(eps) to reach eps scale like eps^expected.
 * ``kind="value"``: the level of a metric, E metric averaged over the x in ``window`` (default: the last logged
   point), against ``expected`` with an absolute ``tolerance``: a floor, a feasibility violation (``relation="le"``),
-  a ratio of two methods' errors that an experiment logs as its own metric.
+  a ratio of two methods' errors that an experiment logs as its own metric. ``statistic="max"`` judges the worst
+  seed and point instead of the mean (invariants: feasibility, staying on a manifold).
 
 Verdict rule (``eq``): PASS when the measured confidence interval meets [expected - tol, expected + tol] and is at
 most ``max_ci_width`` wide (a noisy measurement that cannot tell is a FAIL, not a PASS). A run in which any seed
@@ -21,7 +22,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from experiments.rates import TRANSFORMS, Fit, fit_constant, fit_level, fit_power_law, fit_sample_complexity, transform
+from experiments.rates import (
+    STATISTICS,
+    TRANSFORMS,
+    Fit,
+    fit_constant,
+    fit_level,
+    fit_power_law,
+    fit_sample_complexity,
+    transform,
+)
 from experiments.runner import Trace
 from ratelab.errors import RatelabError
 from ratelab.validate import check_choice, check_positive
@@ -48,12 +58,16 @@ class Claim:
     samples_per_step: float = 1.0
     max_ci_width: float | None = None
     index: tuple[int, ...] = ()
+    statistic: str = "mean"
     source: str = ""
 
     def __post_init__(self):
         check_choice("kind", self.kind, KINDS)
         check_choice("relation", self.relation, RELATIONS)
         check_choice("transform", self.transform, TRANSFORMS)
+        check_choice("statistic", self.statistic, STATISTICS)
+        if self.statistic != "mean" and self.kind != "value":
+            raise RatelabError(f"claim {self.id!r}: statistic {self.statistic!r} applies to kind 'value' only")
         check_positive("tolerance", self.tolerance)
         check_positive("samples_per_step", self.samples_per_step)
         if self.kind == "constant" and self.exponent is None:
@@ -126,7 +140,7 @@ def check(claim: Claim, trace: Trace, *, n_boot: int = 2000, seed: int = 0) -> V
             fit = fit_constant(x, v, claim.exponent, window=claim.window, n_boot=n_boot, seed=seed)
             measured, ci = fit.constant, fit.constant_ci
         elif claim.kind == "value":
-            fit = fit_level(x, v, window=claim.window, n_boot=n_boot, seed=seed)
+            fit = fit_level(x, v, window=claim.window, n_boot=n_boot, seed=seed, statistic=claim.statistic)
             measured, ci = fit.constant, fit.constant_ci
         else:
             fit = fit_sample_complexity(x, v, np.asarray(claim.eps), n_boot=n_boot, seed=seed)

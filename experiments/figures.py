@@ -45,8 +45,10 @@ def _band(ax, x: np.ndarray, per_seed: np.ndarray, label: str, color: Any, *, lo
             lo_q, hi_q = np.percentile(per_seed, [10, 90], axis=0)
             ax.fill_between(x, np.maximum(lo_q, floor), hi_q, color=color, alpha=0.12, lw=0, label="10-90% of seeds")
         se = per_seed.std(axis=0, ddof=1) / np.sqrt(per_seed.shape[0])
-        ax.fill_between(x, np.maximum(mean - _Z95 * se, floor), mean + _Z95 * se, color=color,
-                        alpha=0.35, lw=0, label="95% CI of mean")
+        low = mean - _Z95 * se
+        if log:  # a normal interval reaching below 0 says nothing on log axes: cut it at the seeds' 10% quantile
+            low = np.where(low > 0, low, np.maximum(lo_q, floor))
+        ax.fill_between(x, low, mean + _Z95 * se, color=color, alpha=0.35, lw=0, label="95% CI of mean")
     ax.plot(x, mean, color=color, lw=1.6, label=label)
     return mean
 

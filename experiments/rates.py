@@ -20,9 +20,10 @@ import numpy as np
 from scipy import stats
 
 from ratelab.errors import RatelabError
-from ratelab.validate import check_in_range, check_positive_int
+from ratelab.validate import check_choice, check_in_range, check_positive_int
 
 TRANSFORMS = ("none", "running_mean", "running_min")
+STATISTICS = ("mean", "max")
 
 
 @dataclass(frozen=True)
@@ -172,12 +173,16 @@ def fit_constant(x: np.ndarray, values: np.ndarray, exponent: float, *, window: 
 
 
 def fit_level(x: np.ndarray, values: np.ndarray, *, window: tuple[float, float] | None = None,
-              level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Fit:
-    """The level ``E value``: the mean over seeds of each seed's average over the x inside ``window`` (default: the
-    last x only), with a bootstrap interval over seeds (a t-interval over the window's points for one curve).
+              level: float = 0.95, n_boot: int = 2000, seed: int = 0, statistic: str = "mean") -> Fit:
+    """The level of ``values`` over the x inside ``window`` (default: the last x only).
+
+    ``statistic="mean"``: the mean over seeds of each seed's average over the window, with a bootstrap interval over
+    seeds (a t-interval over the window's points for one curve). ``statistic="max"``: the worst case, the largest
+    value of any seed anywhere in the window (an interval of width 0): for invariants such as feasibility.
     Returned as ``constant`` / ``constant_ci`` of a :class:`Fit` with exponent 0."""
     check_in_range("level", level, 0.0, 1.0, closed="neither")
     check_positive_int("n_boot", n_boot)
+    check_choice("statistic", statistic, STATISTICS)
     x, v = _as_curves(x, values)
     if window is None:
         idx = np.array([x.size - 1])
@@ -186,9 +191,13 @@ def fit_level(x: np.ndarray, values: np.ndarray, *, window: tuple[float, float] 
         idx = np.flatnonzero((x >= lo) & (x <= hi))
         if idx.size == 0:
             raise RatelabError(f"window {window} holds no point of x (range [{x.min():g}, {x.max():g}])")
-    per_seed = v[:, idx].mean(axis=1)
-    if not np.all(np.isfinite(per_seed)):
+    if not np.all(np.isfinite(v[:, idx])):
         raise RatelabError("values must be finite inside the window")
+    if statistic == "max":
+        worst = float(v[:, idx].max())
+        return Fit(0.0, (0.0, 0.0), worst, (worst, worst), (float(x[idx].min()), float(x[idx].max())),
+                   int(idx.size), int(v.shape[0]), float(level))
+    per_seed = v[:, idx].mean(axis=1)
     est = float(per_seed.mean())
     if per_seed.size >= 2:
         ci = _percentile_ci(_bootstrap_means(per_seed[:, None], n_boot, seed)[:, 0], level)

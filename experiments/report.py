@@ -30,11 +30,12 @@ def claimed_text(c: dict) -> str:
         return f"C = {c['expected']:.4g} +-{100 * c['tolerance']:g}%"
     sym = {"eq": "=", "le": "<=", "ge": ">="}[c["relation"]]
     if c["kind"] == "value":
+        what = "worst case" if c.get("statistic") == "max" else "value"
         if c["relation"] == "le":
-            return f"value <= {c['expected'] + c['tolerance']:.4g}"
+            return f"{what} <= {c['expected'] + c['tolerance']:.4g}"
         if c["relation"] == "ge":
-            return f"value >= {c['expected'] - c['tolerance']:.4g}"
-        return f"value = {c['expected']:.4g} +-{c['tolerance']:g}"
+            return f"{what} >= {c['expected'] - c['tolerance']:.4g}"
+        return f"{what} = {c['expected']:.4g} +-{c['tolerance']:g}"
     what = "slope" if c["kind"] == "exponent" else "N(eps) slope"
     return f"{what} {sym} {c['expected']:.4g} +-{c['tolerance']:g}"
 

@@ -106,3 +106,19 @@ def test_exponent_claim_over_a_penalty_grid():
     v = check(Claim(id="r", statement="s", metric="dist", expected=-1.0, tolerance=0.05),
               trace_from_arrays(gammas, {"dist": c / gammas}))
     assert v.passed and abs(v.measured + 1) < 1e-9
+
+
+def test_worst_case_level_claim_judges_the_largest_value():
+    """statistic="max": one bad seed at one point decides a feasibility claim, whatever the mean says."""
+    from experiments.runner import trace_from_arrays
+
+    viol = np.full((30, 5), 1e-12)
+    viol[7, 2] = 3e-6
+    trace = trace_from_arrays(np.arange(1.0, 6.0), {"viol": viol})
+    mean = check(Claim(id="m", statement="s", metric="viol", kind="value", relation="le", expected=0.0,
+                       tolerance=1e-6, window=(1.0, 5.0)), trace)
+    worst = check(Claim(id="w", statement="s", metric="viol", kind="value", relation="le", expected=0.0,
+                        tolerance=1e-6, window=(1.0, 5.0), statistic="max"), trace)
+    assert mean.passed and not worst.passed and worst.measured == 3e-6
+    with pytest.raises(RatelabError, match="statistic"):
+        Claim(id="x", statement="s", metric="viol", expected=-1.0, tolerance=0.1, statistic="max")
