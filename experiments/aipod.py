@@ -127,6 +127,7 @@ def _claims_quadratic(cfg: dict[str, Any]) -> list[Claim]:
               source=SOURCE),
         Claim(id="feasibility", statement="every projected iterate satisfies B x = e and A y + H x = c to 1e-6 "
               "(float64)", metric="max_violation", kind="value", expected=0.0, relation="le", tolerance=1e-6,
+              statistic="max",
               source="Xiao et al. (2023), Algorithm 1: both updates are projections onto the constraint sets"),
     ]
 
@@ -316,7 +317,8 @@ def _fed_claims(cfg: dict[str, Any]) -> list[Claim]:
            for i in range(2)]
     out.append(Claim(id="consensus", statement="AiPOD's projected iterates satisfy both consensus constraints to "
                      "1e-6 (float64)", metric="max_violation", kind="value", expected=0.0, relation="le",
-                     tolerance=1e-6, index=(0,), source="Xiao et al. (2023): projection onto X and Y(x)"))
+                     tolerance=1e-6, statistic="max", index=(0,),
+                     source="Xiao et al. (2023): projection onto X and Y(x)"))
     return out
 
 

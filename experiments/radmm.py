@@ -109,7 +109,7 @@ def _claims_complexity(cfg: dict[str, Any]) -> list[Claim]:
         Claim(id="complexity", statement="iterations to an eps-stationary point N(eps) = O(eps^-4)",
               metric="iterations_to_eps", expected=4.0, tolerance=0.25, relation="le", source=SOURCE_COMPLEXITY),
         Claim(id="feasibility", statement="every iterate lies on St(n, p): max_k ||X_k^T X_k - I||_F <= 1e-6",
-              metric="max_feasibility", kind="value", expected=1e-6, tolerance=1e-12, relation="le",
+              metric="max_feasibility", kind="value", expected=1e-6, tolerance=1e-12, relation="le", statistic="max",
               window=(1.0 / cfg["eps_max"], 2.0 ** (cfg["n_eps"] - 1) / cfg["eps_max"]), source=SOURCE_COMPLEXITY),
     ]
 
@@ -171,7 +171,7 @@ def _validate_compare(cfg: dict[str, Any]) -> None:
 def _claims_compare(cfg: dict[str, Any]) -> list[Claim]:
     return [
         Claim(id="feasibility", statement="both methods' iterates stay on St(n, p): ||X^T X - I||_F <= 1e-6",
-              metric="max_feasibility", kind="value", expected=1e-6, tolerance=1e-12, relation="le",
+              metric="max_feasibility", kind="value", expected=1e-6, tolerance=1e-12, relation="le", statistic="max",
               source=SOURCE_NUMERICS),
         Claim(id="objective", statement="at equal iterations RADMM's F(X) is not above the subgradient method's",
               metric="objective_gap", kind="value", expected=0.0, tolerance=1e-3, relation="le",
@@ -328,7 +328,7 @@ def _claims_ssc(cfg: dict[str, Any]) -> list[Claim]:
               metric="subspace_gap", kind="value", expected=0.0, tolerance=0.01, relation="le",
               source=SOURCE_NUMERICS),
         Claim(id="feasibility", statement="the iterates stay on St(n, k): ||U^T U - I||_F <= 1e-6",
-              metric="feasibility", kind="value", expected=1e-6, tolerance=1e-12, relation="le",
+              metric="feasibility", kind="value", expected=1e-6, tolerance=1e-12, relation="le", statistic="max",
               source=SOURCE_NUMERICS),
     ]
 
