@@ -1,4 +1,4 @@
-"""The ``ratelab`` command line: ``list``, ``run`` and ``verify``.
+"""The ``ratelab`` command line: ``list``, ``run``, ``verify`` and ``scale``.
 
 Exit status: 0 when every judged claim passes, 1 when one fails, 2 on a usage or input error (one line on
 stderr naming the argument and what is allowed; no traceback).
@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_ver = sub.add_parser("verify", help="run experiments, judge every claim, write REPORT.md and report.json")
     p_ver.add_argument("--only", nargs="+", metavar="ID", help="only these experiments")
     _add_run_options(p_ver)
+    p_scale = sub.add_parser("scale", help="bilevel data selection on a sharded mesh: memory/FLOP plan or a run")
+    p_scale.add_argument("--model", default="tiny", help="tiny, small, 1b or 7b (default: tiny)")
+    p_scale.add_argument("--mesh", default="data=1", help="AXIS=SIZE,... with AXIS in data, fsdp, tensor")
+    p_scale.add_argument("--plan", action="store_true", help="compile on abstract shapes only; allocate nothing")
+    p_scale.add_argument("--steps", type=_positive_int, default=10, help="steps of the measured run (default 10)")
+    p_scale.add_argument("--batch", type=_positive_int, help="global batch of training sequences")
+    p_scale.add_argument("--json", dest="json_path", help="also write the figures to this JSON file")
     return parser
 
 
@@ -146,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_list(args)
         if args.command == "run":
             return _cmd_run(args, [args.id])
+        if args.command == "scale":
+            from experiments.scale import run_command
+
+            return run_command(args.model, args.mesh, plan_only=args.plan, steps=args.steps, batch=args.batch,
+                               json_path=args.json_path)
         from experiments.registry import experiments
 
         ids = args.only if args.only else [e.id for e in experiments()]
