@@ -1,0 +1,221 @@
+"""Finite MDPs with linear features, softmax policies and exact (linear-algebra) values and policy gradients.
+
+The synthetic environment of Shen, Zhang, Hong & Chen, "Asynchronous Advantage Actor Critic: Non-asymptotic
+Analysis and Linear Speedup" (arXiv:2012.15511), Section 5.1: |S| = 100 states, |A| = 5 actions, critic features
+phi(s) in R^10; transition probabilities, rewards and features drawn from U(0, 1), then normalised (rows of P to
+probability vectors, ||phi(s)||_2 = 1 as in its Assumption 2). The policy is a softmax over policy features
+x(s, a) in R^{d_theta}: pi_theta(a|s) ∝ exp(theta^T x(s, a)); ``policy="tabular"`` (the paper's choice) makes
+x(s, a) the one-hot vector of (s, a), so d_theta = |S||A|.
+
+Symbols -> fields: P(s'|s, a) = ``P[s, a, s']``, r(s, a, s') = ``R[s, a, s']``, gamma = ``gamma``, the initial
+distribution eta = ``eta``, phi(s) = ``phi[s]``, x(s, a) = ``X[s, a]``.
+
+Exact quantities (all from linear solves, no Monte Carlo): V_pi = (I - gamma P_pi)^{-1} r_pi, J(theta) = eta^T V_pi
+(eq. (3)); the discounted visitation d_theta = (1 - gamma) eta^T (I - gamma P_pi)^{-1}, which is also the stationary
+law mu_theta of the kernel P~ = gamma P + (1 - gamma) eta; the policy gradient (eq. (4), with the 1/(1 - gamma) of the
+policy gradient theorem) grad J = 1/(1 - gamma) sum_s d(s) sum_a pi(a|s) A_pi(s, a) psi_theta(s, a), where
+psi = grad log pi = x(s, a) - sum_b pi(b|s) x(s, b); the TD(0) fixed point omega*_theta solving
+A_theta omega + b_theta = 0 with A_theta = E_{s~mu, s'~P_pi}[phi(s)(gamma phi(s') - phi(s))^T],
+b_theta = E[r phi(s)] (eq. (10)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ratelab.validate import check_choice, check_in_range, check_positive_int
+
+POLICIES = ("tabular", "features")
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class LinearMDP:
+    """A finite discounted MDP with critic features ``phi`` and softmax-policy features ``X``."""
+
+    P: jax.Array  # [S, A, S]
+    P_cdf: jax.Array  # [S, A, S] cumulative sums of P (inverse-CDF sampling)
+    R: jax.Array  # [S, A, S]
+    eta: jax.Array  # [S]
+    eta_cdf: jax.Array  # [S]
+    phi: jax.Array  # [S, d]
+    X: jax.Array  # [S, A, d_theta]
+    gamma: jax.Array
+    r_max: float = field(metadata={"static": True})
+    tabular: bool = field(metadata={"static": True})
+
+    @property
+    def n_states(self) -> int:
+        return self.P.shape[0]
+
+    @property
+    def n_actions(self) -> int:
+        return self.P.shape[1]
+
+    @property
+    def theta_dim(self) -> int:
+        return self.X.shape[-1]
+
+    @property
+    def omega_dim(self) -> int:
+        return self.phi.shape[-1]
+
+    # ---------------------------------------------------------------------------------------------------- policy
+
+    def logits(self, theta: jax.Array, s: jax.Array | None = None) -> jax.Array:
+        """theta^T x(s, a): ``[A]`` for one state, ``[S, A]`` for all."""
+        if self.tabular:
+            table = theta.reshape(self.n_states, self.n_actions)
+            return table if s is None else table[s]
+        return (self.X if s is None else self.X[s]) @ theta
+
+    def policy(self, theta: jax.Array, s: jax.Array | None = None) -> jax.Array:
+        return jax.nn.softmax(self.logits(theta, s), axis=-1)
+
+    def score(self, theta: jax.Array, s: jax.Array, a: jax.Array) -> jax.Array:
+        """psi_theta(s, a) = grad_theta log pi_theta(a|s) = x(s, a) - sum_b pi(b|s) x(s, b)."""
+        pi = self.policy(theta, s)
+        if self.tabular:
+            row = jax.nn.one_hot(a, self.n_actions, dtype=theta.dtype) - pi
+            return jnp.zeros((self.n_states, self.n_actions), theta.dtype).at[s].set(row).reshape(-1)
+        return self.X[s, a] - pi @ self.X[s]
+
+    # ---------------------------------------------------------------------------------------------- exact values
+
+    def _pieces(self, theta: jax.Array):
+        pi = self.policy(theta)  # [S, A]
+        P_pi = jnp.einsum("sa,sat->st", pi, self.P)
+        r_sa = jnp.einsum("sat,sat->sa", self.P, self.R)
+        r_pi = jnp.sum(pi * r_sa, axis=1)
+        M = jnp.eye(self.n_states, dtype=P_pi.dtype) - self.gamma * P_pi
+        return pi, P_pi, r_sa, r_pi, M
+
+    def values(self, theta: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(V_pi [S], Q_pi [S, A])."""
+        _, _, r_sa, r_pi, M = self._pieces(theta)
+        V = jnp.linalg.solve(M, r_pi)
+        return V, r_sa + self.gamma * self.P @ V
+
+    def J(self, theta: jax.Array) -> jax.Array:
+        """J(theta) = E_{s ~ eta} V_pi(s)."""
+        return self.eta @ self.values(theta)[0]
+
+    def visitation(self, theta: jax.Array) -> jax.Array:
+        """d_theta = (1 - gamma) eta^T (I - gamma P_pi)^{-1}: the stationary law of gamma P_pi + (1 - gamma) eta."""
+        _, _, _, _, M = self._pieces(theta)
+        return (1 - self.gamma) * jnp.linalg.solve(M.T, self.eta)
+
+    def grad_J(self, theta: jax.Array) -> jax.Array:
+        """The exact policy gradient (policy gradient theorem), ``[d_theta]``."""
+        pi = self.policy(theta)
+        V, Q = self.values(theta)
+        d = self.visitation(theta)
+        w = d[:, None] * pi * (Q - V[:, None]) / (1 - self.gamma)  # [S, A]: weight of psi(s, a)
+        if self.tabular:
+            return w.reshape(-1)  # sum_a w(s, a) (e_{sa} - sum_b pi(b|s) e_{sb}) = w(s, a): advantages sum to 0
+        mean_x = jnp.einsum("sb,sbk->sk", pi, self.X)
+        return jnp.einsum("sa,sak->k", w, self.X - mean_x[:, None, :])
+
+    def td_system(self, theta: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(A_theta, b_theta) of eq. (10), with s ~ mu_theta = d_theta, a ~ pi, s' ~ P(.|s, a)."""
+        pi, P_pi, r_sa, _, _ = self._pieces(theta)
+        d = self.visitation(theta)
+        Phi = self.phi
+        A = Phi.T @ (d[:, None] * (self.gamma * P_pi @ Phi - Phi))
+        b = Phi.T @ (d * jnp.sum(pi * r_sa, axis=1))
+        return A, b
+
+    def critic_target(self, theta: jax.Array) -> jax.Array:
+        """omega*_theta with A_theta omega* + b_theta = 0."""
+        A, b = self.td_system(theta)
+        return jnp.linalg.solve(A, -b)
+
+    def optimal_J(self, iters: int = 2000) -> float:
+        """max_pi J(pi) by value iteration (the upper limit of the running reward)."""
+        r_sa = np.einsum("sat,sat->sa", np.asarray(self.P, float), np.asarray(self.R, float))
+        P = np.asarray(self.P, float)
+        g = float(self.gamma)
+        V = np.zeros(self.n_states)
+        for _ in range(iters):
+            V = np.max(r_sa + g * P @ V, axis=1)
+        return float(np.asarray(self.eta, float) @ V)
+
+
+def make_linear_mdp(key: jax.Array, *, n_states: int = 100, n_actions: int = 5, feature_dim: int = 10,
+                    gamma: float = 0.9, policy: str = "tabular", policy_dim: int = 10,
+                    eta: str = "uniform", reward: str = "sa") -> LinearMDP:
+    """The paper's synthetic MDP: P, r, phi ~ U(0, 1), rows of P normalised, ||phi(s)|| = 1.
+
+    ``policy="tabular"`` (the paper) uses one-hot x(s, a); ``"features"`` draws x(s, a) ~ U(0, 1) of dimension
+    ``policy_dim``, normalised to unit norm. ``eta``: ``"uniform"`` or ``"random"`` (U(0, 1), normalised).
+    ``reward``: ``"sa"`` draws one U(0, 1) reward per (s, a) (the paper's reward matrix, r(s, a, s') = r(s, a)),
+    ``"sas"`` one per transition (s, a, s').
+    """
+    n_states = check_positive_int("n_states", n_states)
+    n_actions = check_positive_int("n_actions", n_actions)
+    feature_dim = check_positive_int("feature_dim", feature_dim)
+    check_in_range("gamma", gamma, 0.0, 1.0, closed="neither")
+    check_choice("policy", policy, POLICIES)
+    check_choice("eta", eta, ("uniform", "random"))
+    check_choice("reward", reward, ("sa", "sas"))
+    if policy == "features":
+        policy_dim = check_positive_int("policy_dim", policy_dim)
+    kp, kr, kf, kx, ke = jax.random.split(key, 5)
+    P = np.array(jax.random.uniform(kp, (n_states, n_actions, n_states)), dtype=float)
+    P /= P.sum(axis=-1, keepdims=True)
+    R = np.array(jax.random.uniform(kr, (n_states, n_actions, n_states if reward == "sas" else 1)), dtype=float)
+    R = np.broadcast_to(R, (n_states, n_actions, n_states))
+    phi = np.array(jax.random.uniform(kf, (n_states, feature_dim)), dtype=float)
+    phi /= np.linalg.norm(phi, axis=1, keepdims=True)
+    if policy == "tabular":
+        X = np.eye(n_states * n_actions).reshape(n_states, n_actions, n_states * n_actions)
+    else:
+        X = np.array(jax.random.uniform(kx, (n_states, n_actions, policy_dim)), dtype=float)
+        X /= np.linalg.norm(X, axis=-1, keepdims=True)
+    if eta == "uniform":
+        e = np.full(n_states, 1.0 / n_states)
+    else:
+        e = np.array(jax.random.uniform(ke, (n_states,)), dtype=float)
+    e = e / e.sum()
+    dt = jnp.result_type(float)
+    cdf = np.cumsum(P, axis=-1)
+    cdf[..., -1] = 1.0
+    ecdf = np.cumsum(e)
+    ecdf[-1] = 1.0
+    return LinearMDP(P=jnp.asarray(P, dt), P_cdf=jnp.asarray(cdf, dt), R=jnp.asarray(R, dt), eta=jnp.asarray(e, dt),
+                     eta_cdf=jnp.asarray(ecdf, dt), phi=jnp.asarray(phi, dt), X=jnp.asarray(X, dt),
+                     gamma=jnp.asarray(gamma, dt), r_max=float(R.max()), tabular=policy == "tabular")
+
+
+def sample_index(cdf: jax.Array, u: jax.Array) -> jax.Array:
+    """Inverse-CDF draw: the first i with u < cdf[i] (``u ~ U(0, 1)``, a scalar or a batch of draws)."""
+    u = jnp.asarray(u)
+    return jnp.minimum(jnp.sum(cdf <= u[..., None], axis=-1), cdf.shape[-1] - 1).astype(jnp.int32)
+
+
+def rollout_returns(mdp: LinearMDP, theta: jax.Array, key: jax.Array, n: int, horizon: int) -> jax.Array:
+    """``[n]`` Monte Carlo discounted returns sum_{t < horizon} gamma^t r_t from s_0 ~ eta under pi_theta."""
+    check_positive_int("n", n)
+    check_positive_int("horizon", horizon)
+    pi = mdp.policy(theta)
+    pi_cdf = jnp.cumsum(pi, axis=-1)
+
+    def one(k):
+        k0, k1 = jax.random.split(k)
+        s0 = sample_index(mdp.eta_cdf, jax.random.uniform(k0))
+
+        def body(carry, u):
+            s, disc, total = carry
+            a = sample_index(pi_cdf[s], u[0])
+            s2 = sample_index(mdp.P_cdf[s, a], u[1])
+            return (s2, disc * mdp.gamma, total + disc * mdp.R[s, a, s2]), None
+
+        us = jax.random.uniform(k1, (horizon, 2))
+        (_, _, total), _ = jax.lax.scan(body, (s0, jnp.ones((), pi.dtype), jnp.zeros((), pi.dtype)), us)
+        return total
+
+    return jax.vmap(one)(jax.random.split(key, n))
