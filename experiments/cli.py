@@ -93,7 +93,7 @@ def _log(msg: str) -> None:
 def _cmd_list(args: argparse.Namespace) -> int:
     from experiments.claims import Claim
     from experiments.registry import experiments
-    from experiments.report import claimed_text, measured_text
+    from experiments.report import claimed_text, md_cell, measured_text
 
     current: dict[tuple[str, str], dict] = {}
     report = Path(args.results) / "report.json"
@@ -117,7 +117,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             claimed = claimed_text(asdict(c))
             if args.markdown:
                 paper = f"[{exp.paper.short}]({exp.paper.url})" if exp.paper.url else exp.paper.short
-                lines.append(f"| `{exp.id}` | {paper} | {exp.figure} | {c.statement} | {claimed} | {verdict} |")
+                lines.append(f"| `{exp.id}` | {paper} | {md_cell(exp.figure)} | {md_cell(c.statement)} | {claimed} | "
+                             f"{verdict} |")
             else:
                 lines.append(f"{'':<12}   - {c.id}: {c.statement}; {claimed} ({verdict})")
     print("\n".join(lines))

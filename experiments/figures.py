@@ -105,7 +105,7 @@ def _curve_panel(ax, panel: Panel, cfg: dict, trace: Trace, verdicts: list[Verdi
     ok = ~diverged
     if ok.any():
         per_seed = transform(values[ok], panel.transform)
-        _band(ax, x, per_seed, f"mean over {int(ok.sum())} seeds", "tab:blue")
+        _band(ax, x, per_seed, f"mean over {int(ok.sum())} seeds", "tab:blue", log=panel.yscale == "log")
     if panel.reference is not None:
         ax.plot(x, panel.reference(cfg, trace.steps), color="0.3", ls="--", lw=1.0, label=panel.reference_label)
     for v in verdicts:

@@ -25,6 +25,11 @@ def rows(results: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
+def md_cell(text: str) -> str:
+    """Text for a Markdown table cell: ``|`` (as in ``||grad||``) escaped so it does not split the row."""
+    return text.replace("|", "\\|")
+
+
 def claimed_text(c: dict) -> str:
     if c["kind"] == "constant":
         return f"C = {c['expected']:.4g} +-{100 * c['tolerance']:g}%"
@@ -63,8 +68,8 @@ def markdown(table: list[dict], *, link_root: str = "") -> str:
              "|---|---|---|---|---|---|---|"]
     for r in table:
         fig = f"[figure]({link_root}{r['figure_path']})"
-        lines.append(f"| `{r['experiment']}` | {r['paper']}, {r['figure']} | {r['statement']} | {r['claimed']} | "
-                     f"{measured_text(r)} | **{r['status']}** | {fig} |")
+        lines.append(f"| `{r['experiment']}` | {md_cell(r['paper'] + ', ' + r['figure'])} | {md_cell(r['statement'])} "
+                     f"| {r['claimed']} | {measured_text(r)} | **{r['status']}** | {fig} |")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from experiments.claims import Claim
 from experiments.cli import main
 from experiments.rates import fit_power_law
 from experiments.registry import Experiment, experiments, get, register, unregister
+from experiments.report import md_cell
 from experiments.robbins_monro import CHUNG
 from ratelab import harmonic
 from rl_theory.sa import exact_second_moment, make_scalar_sa
@@ -95,7 +96,7 @@ def test_list_shows_every_claim(capsys, verified):
     table = capsys.readouterr().out
     for exp in experiments():
         for c in exp.claims(exp.config("quick")):
-            assert c.statement in table
+            assert md_cell(c.statement) in table
     assert table.count("| PASS:") == sum(len(e.claims(e.config("quick"))) for e in map(get, RM))
 
 
