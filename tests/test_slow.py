@@ -7,9 +7,25 @@ import pytest
 from experiments.cli import main
 from experiments.registry import experiments
 
+# Claims that do not hold on the papers' settings: reported as FAIL by `ratelab verify --full`, with the analysis in
+# the experiment's docstring. A strict xfail turns into a failure the day the claim starts to pass.
+KNOWN_FAILS = {
+    "radmm-spca-vs-subgrad": ("RADMM's smoothing bias: off-support entries sit at gamma*lambda at its fixed point, so "
+                              "F is 0.07 above the subgradient method's at equal iterations", True),
+    "zo-rasa-dimension": ("E||grad||^2 vs d at fixed N is pre-asymptotic (N/d ~ 100); the (d+2) second moment bends "
+                          "the slope below 1/2", False),
+}
+
+
+def _param(exp_id: str):
+    if exp_id in KNOWN_FAILS:
+        reason, strict = KNOWN_FAILS[exp_id]
+        return pytest.param(exp_id, marks=pytest.mark.xfail(reason=reason, strict=strict))
+    return exp_id
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("exp_id", [e.id for e in experiments()])
+@pytest.mark.parametrize("exp_id", [_param(e.id) for e in experiments()])
 def test_full_configuration_passes(exp_id, tmp_path):
     code = main(["run", exp_id, "--full", "--out", str(tmp_path), "--no-progress"])
     result = json.loads((tmp_path / exp_id / "result.json").read_text())
