@@ -53,7 +53,7 @@ def test_nonlinear_root_and_strong_monotonicity_everywhere():
 
         pts = 3.0 * jax.random.normal(jax.random.key(2), (500, 6))
         sym_min = jax.vmap(lambda v: jnp.linalg.eigvalsh(0.5 * (jac(v) + jac(v).T)).min())(pts)
-    assert float(sym_min.min()) >= mu - 1e-12
+        assert float(sym_min.min()) >= mu - 1e-12
 
 
 def test_bilevel_fixed_points_give_the_hypergradient_and_F_is_nonconvex():
