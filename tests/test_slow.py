@@ -12,8 +12,6 @@ from experiments.registry import experiments
 KNOWN_FAILS = {
     "radmm-spca-vs-subgrad": ("RADMM's smoothing bias: off-support entries sit at gamma*lambda at its fixed point, so "
                               "F is 0.07 above the subgradient method's at equal iterations", True),
-    "zo-rasa-dimension": ("E||grad||^2 vs d at fixed N is pre-asymptotic (N/d ~ 100); the (d+2) second moment bends "
-                          "the slope below 1/2", False),
 }
 
 
