@@ -71,7 +71,7 @@ def test_bilevel_fixed_points_give_the_hypergradient_and_F_is_nonconvex():
         assert _max_abs((hy, hw)) < 1e-10
         pts = 3.0 * jax.random.normal(jax.random.key(5), (500, 4))
         curv = jax.vmap(lambda x: jnp.linalg.eigvalsh(jax.hessian(p.upper)(x)).min())(pts)
-    assert float(curv.min()) < -0.05  # F has directions of negative curvature: the main problem is nonconvex
+        assert float(curv.min()) < -0.05  # F has directions of negative curvature: the main problem is nonconvex
 
 
 def test_decoupled_exact_recursion_is_robbins_monro_per_block():
