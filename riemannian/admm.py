@@ -46,7 +46,7 @@ import jax.numpy as jnp
 from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule
 from ratelab.solver import Solver
-from ratelab.validate import check_positive
+from ratelab.validate import check_choice, check_positive
 from riemannian.sparse_problems import CompositeProblem, moreau_envelope, sparsity
 
 Array = jax.Array
@@ -111,9 +111,7 @@ def radmm(step_size: Any, rho: Any, gamma: Any, *, retraction: str = "qr", rando
     eta = as_schedule(step_size)
 
     def init(problem: CompositeProblem, key: Array) -> RADMMState:
-        if retraction not in problem.manifold.retractions:
-            raise RatelabError(f"retraction must be one of {', '.join(map(repr, problem.manifold.retractions))}, "
-                               f"got {retraction!r}")
+        check_choice("retraction", retraction, problem.manifold.retractions)
         x = problem.manifold.random_point(key, dtype=problem.x0.dtype) if random_init else problem.x0
         y = problem.lin(x)
         # lambda_0 = grad h_gamma(y_0): the multiplier the y-update's optimality condition would give

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule
 from ratelab.solver import Solver
-from ratelab.validate import check_positive
+from ratelab.validate import check_choice, check_positive
 from riemannian.sparse_problems import CompositeProblem, sparsity
 
 Array = jax.Array
@@ -47,9 +47,7 @@ def riemannian_subgradient(step_size: Any, *, retraction: str = "qr", random_ini
     eta = as_schedule(step_size)
 
     def init(problem: CompositeProblem, key: Array) -> SubgradientState:
-        if retraction not in problem.manifold.retractions:
-            raise RatelabError(f"retraction must be one of {', '.join(map(repr, problem.manifold.retractions))}, "
-                               f"got {retraction!r}")
+        check_choice("retraction", retraction, problem.manifold.retractions)
         x = problem.manifold.random_point(key, dtype=problem.x0.dtype) if random_init else problem.x0
         return SubgradientState(x, jnp.zeros((), jnp.int32))
 

@@ -122,6 +122,14 @@ class _Embedded:
         return v / self.norm(x, v)
 
 
+def _check_sizes(name: str, n: int, p: int) -> None:
+    """n x p matrices with orthonormal columns need 1 <= p <= n."""
+    check_positive_int("n", n)
+    check_positive_int("p", p)
+    if p > n:
+        raise RatelabError(f"{name}: p must satisfy 1 <= p <= n, got n={n}, p={p}")
+
+
 def _static(cls):
     """Frozen dataclass registered as a static pytree node (no leaves, hashable aux data)."""
     cls = dataclass(frozen=True)(cls)
@@ -249,10 +257,7 @@ class Stiefel(_Embedded):
     inverse_retractions = ("qr", "polar", "proj")
 
     def __post_init__(self):
-        check_positive_int("n", self.n)
-        check_positive_int("p", self.p)
-        if self.p > self.n:
-            raise RatelabError(f"Stiefel: p must satisfy 1 <= p <= n, got n={self.n}, p={self.p}")
+        _check_sizes("Stiefel", self.n, self.p)
 
     @property
     def dim(self) -> int:
@@ -341,10 +346,7 @@ class Grassmann(_Embedded):
     retractions = ("qr", "polar", "exp")
 
     def __post_init__(self):
-        check_positive_int("n", self.n)
-        check_positive_int("p", self.p)
-        if self.p > self.n:
-            raise RatelabError(f"Grassmann: p must satisfy 1 <= p <= n, got n={self.n}, p={self.p}")
+        _check_sizes("Grassmann", self.n, self.p)
 
     @property
     def dim(self) -> int:
