@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import textwrap
+from dataclasses import asdict
 from typing import Any
 
 import matplotlib
@@ -20,6 +21,7 @@ from experiments.claims import Claim, Verdict  # noqa: E402
 from experiments.io import atomic_write  # noqa: E402
 from experiments.rates import samples_to_reach, transform  # noqa: E402
 from experiments.registry import Experiment, Panel  # noqa: E402
+from experiments.report import claimed_text  # noqa: E402
 from experiments.runner import Trace  # noqa: E402
 
 _Z95 = 1.959963984540054
@@ -150,24 +152,22 @@ def save_figure(fig, path: str | os.PathLike) -> None:
 
 
 def _value_lines(ax, v: Verdict) -> None:
-    """A level claim: the claimed band and the measured level with its interval, over the window."""
+    """A level claim: the claimed bound(s) and the measured level with its interval, over the window."""
     if v.fit is None:
         return
-    lo, hi = v.claim.band()
+    c = v.claim
     w0, w1 = v.fit.window
+    label = f"{c.id}: {v.measured:.3g} [{v.ci[0]:.3g}, {v.ci[1]:.3g}]"
     if w0 == w1:
         ax.errorbar([w1], [v.measured], yerr=[[v.measured - v.ci[0]], [v.ci[1] - v.measured]], color="tab:red",
-                    marker="o", ms=4, capsize=3, label=f"{v.claim.id}: {v.measured:.3g} [{v.ci[0]:.3g}, {v.ci[1]:.3g}]")
+                    marker="o", ms=4, capsize=3, label=label)
     else:
-        ax.plot([w0, w1], [v.measured] * 2, color="tab:red", lw=1.4,
-                label=f"{v.claim.id}: {v.measured:.3g} [{v.ci[0]:.3g}, {v.ci[1]:.3g}]")
-    rel = {"eq": f"= {v.claim.expected:.3g} +- {v.claim.tolerance:.3g}", "le": f"<= {hi:.3g}",
-           "ge": f">= {lo:.3g}"}[v.claim.relation]
-    if v.claim.relation != "ge":
-        ax.axhline(hi, color="k", ls=":", lw=1.2, label=f"claimed {rel}  ({v.status})")
-    if v.claim.relation != "le":
-        ax.axhline(lo, color="k", ls=":", lw=1.2, label=f"claimed {rel}  ({v.status})" if v.claim.relation == "ge"
-                   else None)
+        ax.plot([w0, w1], [v.measured] * 2, color="tab:red", lw=1.4, label=label)
+    lo, hi = c.band()
+    bounds = {"eq": (lo, hi), "le": (hi,), "ge": (lo,)}[c.relation]
+    claimed = f"claimed {claimed_text(asdict(c))}  ({v.status})"
+    for i, bound in enumerate(bounds):
+        ax.axhline(bound, color="k", ls=":", lw=1.2, label=claimed if i == 0 else None)
 
 
 def plot_experiment(exp: Experiment, cfg: dict, trace: Trace, verdicts: list[Verdict],

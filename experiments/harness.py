@@ -79,7 +79,7 @@ def _cached(folder: Path, chash: str) -> dict | None:
     except (OSError, ValueError):
         return None
     fresh = result.get("config_hash") == chash and result.get("code_version") == code_version()
-    files = all((folder / name).exists() for name in ("trace.npz", *result.get("files", {}).values()))
+    files = all((folder / name).exists() for name in result.get("files", {"trace": "trace.npz"}).values())
     return result if fresh and files else None
 
 
