@@ -25,9 +25,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp, xlogy
+from jax.scipy.special import logsumexp
 
 from ratelab.errors import RatelabError
+from ratelab.mdp import (  # noqa: F401  (re-exported: the PBRL module and its tests use them from here)
+    bellman_matrix,
+    evaluate,
+    neg_entropy,
+    occupancy,
+    policy_kernel,
+    q_from_v,
+    regularized_reward,
+    resolvent,
+)
 from ratelab.validate import check_in_range, check_nonnegative, check_positive, check_positive_int
 
 
@@ -118,40 +128,6 @@ def softmax_policy(logits: jax.Array) -> jax.Array:
     return jax.nn.softmax(logits, axis=-1)
 
 
-def policy_kernel(P: jax.Array, pi: jax.Array) -> jax.Array:
-    """P_pi[s, s'] = sum_a pi(a|s) P[s, a, s']."""
-    return jnp.einsum("sa,sat->st", pi, P)
-
-
-def neg_entropy(pi: jax.Array) -> jax.Array:
-    """h_s(pi) = sum_a pi(a|s) log pi(a|s) (0 log 0 = 0)."""
-    return jnp.sum(xlogy(pi, pi), axis=-1)
-
-
-def regularized_reward(r: jax.Array, pi: jax.Array, tau: Any) -> jax.Array:
-    """r_pi(s) - tau h_s(pi) = sum_a pi(a|s) r(s, a) - tau sum_a pi log pi."""
-    return jnp.sum(pi * r, axis=-1) - tau * neg_entropy(pi)
-
-
-def resolvent(P: jax.Array, pi: jax.Array, gamma: Any) -> jax.Array:
-    """(I - gamma P_pi)^{-1} = sum_t (gamma P_pi)^t."""
-    return jnp.linalg.inv(_lhs(P, pi, gamma))
-
-
-def _lhs(P: jax.Array, pi: jax.Array, gamma: Any) -> jax.Array:
-    return jnp.eye(P.shape[0], dtype=P.dtype) - gamma * policy_kernel(P, pi)
-
-
-def evaluate(P: jax.Array, r: jax.Array, pi: jax.Array, gamma: Any, tau: Any = 0.0) -> jax.Array:
-    """Exact V^pi_tau: solve (I - gamma P_pi) V = r_pi - tau h(pi)."""
-    return jnp.linalg.solve(_lhs(P, pi, gamma), regularized_reward(r, pi, tau))
-
-
-def q_from_v(P: jax.Array, r: jax.Array, V: jax.Array, gamma: Any) -> jax.Array:
-    """Q(s, a) = r(s, a) + gamma sum_s' P[s, a, s'] V(s')."""
-    return r + gamma * jnp.einsum("sat,t->sa", P, V)
-
-
 def soft_bellman(P: jax.Array, r: jax.Array, V: jax.Array, gamma: Any, tau: Any) -> jax.Array:
     """The soft Bellman optimality operator (T V)(s) = tau log sum_a exp(Q_V(s, a) / tau), tau > 0."""
     return tau * logsumexp(q_from_v(P, r, V, gamma) / tau, axis=-1)
@@ -194,17 +170,12 @@ def _soft_optimal_value_jvp(iters, primals, tangents):
     dr = tangents[1]
     V = _soft_optimal_value(iters, P, r, gamma, tau)
     pi = soft_greedy(P, r, V, gamma, tau)
-    return V, jnp.linalg.solve(_lhs(P, pi, gamma), jnp.sum(pi * dr, axis=-1))
+    return V, jnp.linalg.solve(bellman_matrix(P, pi, gamma), jnp.sum(pi * dr, axis=-1))
 
 
 def soft_greedy(P: jax.Array, r: jax.Array, V: jax.Array, gamma: Any, tau: Any) -> jax.Array:
     """pi(a|s) = softmax(Q_V(s, .) / tau): the optimal regularised policy when V = V*."""
     return jax.nn.softmax(q_from_v(P, r, V, gamma) / tau, axis=-1)
-
-
-def occupancy(P: jax.Array, pi: jax.Array, rho: jax.Array, gamma: Any) -> jax.Array:
-    """Normalised discounted state occupancy d^pi(s) = (1 - gamma) [rho^T (I - gamma P_pi)^{-1}](s)."""
-    return (1.0 - gamma) * jnp.linalg.solve(_lhs(P, pi, gamma).T, rho)
 
 
 def state_action_occupancy(P: jax.Array, pi: jax.Array, rho: jax.Array, gamma: Any) -> jax.Array:

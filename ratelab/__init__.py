@@ -1,4 +1,5 @@
-"""ratelab core: the solver protocol, input checks and schedules that every algorithm package shares.
+"""ratelab core: the solver protocol, input checks, schedules and discounted-MDP linear algebra (``ratelab.mdp``)
+that the algorithm packages share.
 
 The algorithm packages (``bilevel``, ``rl_theory``, ``riemannian``) import only this, jax and optax; the harness
 in ``experiments`` composes them.

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ratelab.mdp import evaluate, occupancy, policy_kernel, q_from_v
 from ratelab.validate import check_choice, check_in_range, check_positive_int
 
 POLICIES = ("tabular", "features")
@@ -86,19 +87,15 @@ class LinearMDP:
 
     # ---------------------------------------------------------------------------------------------- exact values
 
-    def _pieces(self, theta: jax.Array):
-        pi = self.policy(theta)  # [S, A]
-        P_pi = jnp.einsum("sa,sat->st", pi, self.P)
-        r_sa = jnp.einsum("sat,sat->sa", self.P, self.R)
-        r_pi = jnp.sum(pi * r_sa, axis=1)
-        M = jnp.eye(self.n_states, dtype=P_pi.dtype) - self.gamma * P_pi
-        return pi, P_pi, r_sa, r_pi, M
+    def expected_reward(self) -> jax.Array:
+        """r(s, a) = sum_s' P(s'|s, a) r(s, a, s'), ``[S, A]``."""
+        return jnp.einsum("sat,sat->sa", self.P, self.R)
 
     def values(self, theta: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(V_pi [S], Q_pi [S, A])."""
-        _, _, r_sa, r_pi, M = self._pieces(theta)
-        V = jnp.linalg.solve(M, r_pi)
-        return V, r_sa + self.gamma * self.P @ V
+        r_sa = self.expected_reward()
+        V = evaluate(self.P, r_sa, self.policy(theta), self.gamma)
+        return V, q_from_v(self.P, r_sa, V, self.gamma)
 
     def J(self, theta: jax.Array) -> jax.Array:
         """J(theta) = E_{s ~ eta} V_pi(s)."""
@@ -106,8 +103,7 @@ class LinearMDP:
 
     def visitation(self, theta: jax.Array) -> jax.Array:
         """d_theta = (1 - gamma) eta^T (I - gamma P_pi)^{-1}: the stationary law of gamma P_pi + (1 - gamma) eta."""
-        _, _, _, _, M = self._pieces(theta)
-        return (1 - self.gamma) * jnp.linalg.solve(M.T, self.eta)
+        return occupancy(self.P, self.policy(theta), self.eta, self.gamma)
 
     def grad_J(self, theta: jax.Array) -> jax.Array:
         """The exact policy gradient (policy gradient theorem), ``[d_theta]``."""
@@ -122,11 +118,11 @@ class LinearMDP:
 
     def td_system(self, theta: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(A_theta, b_theta) of eq. (10), with s ~ mu_theta = d_theta, a ~ pi, s' ~ P(.|s, a)."""
-        pi, P_pi, r_sa, _, _ = self._pieces(theta)
+        pi = self.policy(theta)
         d = self.visitation(theta)
         Phi = self.phi
-        A = Phi.T @ (d[:, None] * (self.gamma * P_pi @ Phi - Phi))
-        b = Phi.T @ (d * jnp.sum(pi * r_sa, axis=1))
+        A = Phi.T @ (d[:, None] * (self.gamma * policy_kernel(self.P, pi) @ Phi - Phi))
+        b = Phi.T @ (d * jnp.sum(pi * self.expected_reward(), axis=1))
         return A, b
 
     def critic_target(self, theta: jax.Array) -> jax.Array:
