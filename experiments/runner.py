@@ -66,6 +66,15 @@ class Trace:
         return self.metrics[metric]
 
 
+def _first_nonfinite(x: np.ndarray, metrics: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed (``[*sweep, seeds]``): whether any metric became NaN or inf, and the first x where one did (-1)."""
+    bad = np.zeros(next(iter(metrics.values())).shape, dtype=bool)
+    for v in metrics.values():
+        bad |= ~np.isfinite(v)
+    any_bad = bad.any(axis=-1)
+    return any_bad, np.where(any_bad, x[np.argmax(bad, axis=-1)], -1)
+
+
 def trace_from_arrays(x: Any, metrics: dict[str, Any], *, final_state: Any = None,
                       timings: dict[str, float] | None = None, sweep_values: Any = None) -> Trace:
     """A :class:`Trace` from measured curves that did not come from :func:`run`.
@@ -85,11 +94,7 @@ def trace_from_arrays(x: Any, metrics: dict[str, Any], *, final_state: Any = Non
         if v.ndim < 2 or v.shape[-1] != xs.size or v.shape != shape:
             raise RatelabError(f"metric {k!r} must have shape [*sweep, seeds, {xs.size}] like the others, "
                                f"got {v.shape} (first metric: {shape})")
-    bad = np.zeros(shape, dtype=bool)
-    for v in arrays.values():
-        bad |= ~np.isfinite(v)
-    diverged = bad.any(axis=-1)
-    first = np.where(diverged, xs[np.argmax(bad, axis=-1)], -1.0)
+    diverged, first = _first_nonfinite(xs, arrays)
     return Trace(steps=xs, metrics=arrays, diverged=diverged, diverged_at=first, final_state=final_state,
                  log_every=1, aggregate="none", timings={"compile_s": 0.0, "run_s": 0.0, **(timings or {})},
                  sweep_values=None if sweep_values is None else np.asarray(sweep_values))
@@ -366,15 +371,13 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
         final_state = jax.tree_util.tree_map(np.asarray, state)
 
     steps_axis = log_every * np.arange(1, n_blocks + 1)
-    bad = np.zeros(next(iter(metrics.values())).shape, dtype=bool)
-    for v in metrics.values():
-        bad |= ~np.isfinite(v)
-    state_bad = np.zeros(bad.shape[:-1], dtype=bool)
+    metric_bad, metric_first = _first_nonfinite(steps_axis, metrics)
+    state_bad = np.zeros(metric_bad.shape, dtype=bool)
     for leaf in jax.tree_util.tree_leaves(final_state):
         if np.issubdtype(leaf.dtype, np.floating) or np.issubdtype(leaf.dtype, np.complexfloating):
-            state_bad |= ~np.isfinite(leaf).reshape(*bad.shape[:-1], -1).all(axis=-1)
-    diverged = bad.any(axis=-1) | state_bad
-    first = np.where(bad.any(axis=-1), steps_axis[np.argmax(bad, axis=-1)], np.where(state_bad, steps, -1))
+            state_bad |= ~np.isfinite(leaf).reshape(*metric_bad.shape, -1).all(axis=-1)
+    diverged = metric_bad | state_bad
+    first = np.where(metric_bad, metric_first, np.where(state_bad, steps, -1))
     return Trace(steps=steps_axis, metrics=metrics, diverged=diverged, diverged_at=first,
                  final_state=final_state, log_every=log_every, aggregate=aggregate, timings=timings,
                  sweep_values=None if values is None else np.asarray(values))
