@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from experiments.a3c import _QUICK, WORKERS, _mdp, samples_to_target, target_reward, worker_sweep
-from experiments.rates import running_mean
+from ratelab.rates import running_mean
 
 
 def numpy_run(mdp, cfg: dict, n_workers: int, seed: int) -> np.ndarray:

@@ -6,7 +6,7 @@ Neumann series with one (diagonal-noise) Hessian sample per term, projections on
 
 (a) NumPy reference loop, the way reference scripts are written: for each seed a fresh ``np.random.default_rng``,
     then one Python iteration per outer step, S lower steps and N Neumann terms as Python loops, float64.
-(b) ratelab: ``experiments.runner.run(aipod(...), problem, key, ...)`` (``jit(vmap(lax.scan))``), float64; its
+(b) ratelab: ``ratelab.runner.run(aipod(...), problem, key, ...)`` (``jit(vmap(lax.scan))``), float64; its
     execution time (``run_s``) and ahead-of-time compile time (``compile_s``) are reported apart, plus a warm call.
 
 Both estimate the same quantity, the mean over seeds of the running average of ||P_X ∇F(x_k)||^2 at the last step
@@ -31,7 +31,7 @@ import numpy as np
 
 from bilevel.aipod import aipod, sqrt_decay
 from experiments.aipod import AIPOD_QUADRATIC, _problem
-from experiments.runner import run
+from ratelab.runner import run
 
 
 def numpy_aipod(p: dict[str, np.ndarray], *, steps: int, seed: int, alpha: float, beta: float, S: int,

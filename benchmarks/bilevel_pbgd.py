@@ -22,7 +22,7 @@ import numpy as np
 from bilevel.bilevel_problems import make_toy
 from bilevel.hypercleaning import make_hypercleaning
 from bilevel.pbgd import v_pbgd
-from experiments.runner import as_keys, run, sweep
+from ratelab.runner import as_keys, run, sweep
 
 
 def toy_numpy(x0: np.ndarray, y0: np.ndarray, gammas: np.ndarray, steps: int, alpha0: float, beta: float):

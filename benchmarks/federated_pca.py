@@ -7,7 +7,7 @@ Option 1), ``--seeds`` independent runs of ``--rounds`` rounds, logging the subs
 
 (a) NumPy, float64: for each seed, a Python loop over rounds, over the k sampled clients and over the tau local
     steps, as the authors' reference scripts do;
-(b) ratelab: ``experiments.runner.run(rfedsvrg(...), problem, key, x64=True)``; execution (``run_s``) and
+(b) ratelab: ``ratelab.runner.run(rfedsvrg(...), problem, key, x64=True)``; execution (``run_s``) and
     compile (``compile_s``) times are reported apart.
 
 Both must reach x*: the script checks that every seed of both ends within 1e-8 of x* (exit status 1 otherwise)
@@ -29,7 +29,7 @@ import time
 import jax
 import numpy as np
 
-from experiments.runner import run
+from ratelab.runner import run
 from riemannian.fed_problems import make_federated_pca
 from riemannian.federated import rfedsvrg
 

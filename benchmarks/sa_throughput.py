@@ -10,7 +10,7 @@ steps, logging ||x_k - x*||^2 every 50 steps (the ``log_every`` of the registere
 (a') the same loop with Python floats for the scalar case (noise drawn once per seed), a kinder baseline;
 (b)  NumPy vectorised over seeds: ``X`` of shape [seeds, d], one Python loop over steps, noise
      ``rng.standard_normal((seeds, d))`` per step;
-(c)  ratelab: ``experiments.runner.run(robbins_monro(harmonic(1, 10)), problem, key, ...)``, i.e.
+(c)  ratelab: ``ratelab.runner.run(robbins_monro(harmonic(1, 10)), problem, key, ...)``, i.e.
      ``jit(vmap(lax.scan))``; its execution time (``trace.timings["run_s"]``) and its ahead-of-time compile time
      (``trace.timings["compile_s"]``) are reported apart, for each of ``--repeat`` calls.
 
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from experiments.runner import run
+from ratelab.runner import run
 from ratelab.schedules import harmonic
 from rl_theory.sa import LinearSA, exact_second_moment, make_linear_sa, make_scalar_sa, robbins_monro
 
@@ -137,7 +137,7 @@ _SOLVER = robbins_monro(harmonic(A_STEP, K0))
 
 
 def ratelab_run(problem: LinearSA, steps: int, seeds: int, log_every: int, key: int = 0) -> tuple[dict, Timed]:
-    """(c): ``experiments.runner.run``; returns its timings (plus the call's wall time) and the final values.
+    """(c): ``ratelab.runner.run``; returns its timings (plus the call's wall time) and the final values.
 
     One solver object serves every call, as in a notebook: the first call compiles, later ones reuse the code.
     """

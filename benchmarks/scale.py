@@ -1,6 +1,6 @@
 """Throughput of sharded V-PBGD data selection from 1 to 8 devices at a fixed per-device batch (weak scaling).
 
-For each device count n the same run (``experiments.scale.measure``: ``--steps`` V-PBGD steps in one jitted
+For each device count n the same run (``ratelab.scale.measure``: ``--steps`` V-PBGD steps in one jitted
 ``lax.scan``, the data-parallel mesh ``data=n`` over the first n devices, ``--per-device-batch`` training sequences
 per device) is compiled once and timed ``--repeat`` times; the best time gives tokens per second (training
 sequences x sequence length per step; the trusted minibatch is not counted) and
@@ -8,7 +8,7 @@ sequences x sequence length per step; the trusted minibatch is not counted) and
     scaling efficiency(n) = tokens_per_s(n) / (n * tokens_per_s(1)).
 
 On a GPU machine the model FLOPs utilisation is printed too: the step's model FLOPs (6 N per token for each
-gradient, 2 N per token for the forward of g(x, z); ``experiments.scale.model_flops``) per second, divided by n
+gradient, 2 N per token for the forward of g(x, z); ``ratelab.scale.model_flops``) per second, divided by n
 times the device's peak dense bf16/fp32 FLOP rate from :data:`PEAK_FLOPS`.
 
 Run from the repository root::
@@ -35,7 +35,7 @@ if "--help" not in sys.argv and "-h" not in sys.argv and "XLA_FLAGS" not in os.e
 
 import jax  # noqa: E402
 
-from experiments.scale import measure, model_flops, scale_config  # noqa: E402
+from ratelab.scale import measure, model_flops, scale_config  # noqa: E402
 
 # Peak dense FLOP/s per device (bf16 tensor cores unless noted), from the vendors' data sheets.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "V100": 125e12}

@@ -14,7 +14,7 @@ import time
 import jax
 import numpy as np
 
-from experiments.runner import run
+from ratelab.runner import run
 from riemannian.admm import radmm, theory_parameters
 from riemannian.sparse_problems import make_sparse_pca
 

@@ -1,5 +1,2 @@
-"""The ratelab harness: runner, rate fitting, claims, registry, results, figures, report and the CLI."""
-
-from experiments.runner import Trace, run, sweep, trace_from_arrays
-
-__all__ = ["Trace", "run", "sweep", "trace_from_arrays"]
+"""One module per paper: its ``Paper``, its ``Experiment``s with quick and full configurations, claims, controls
+and panels. ``ratelab.catalog`` imports every module here, so a paper registers itself by existing."""

@@ -18,19 +18,16 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.claims import Claim  # noqa: E402
-from experiments.rates import running_mean  # noqa: E402
-from experiments.registry import Experiment, Panel, Paper, register  # noqa: E402
-from experiments.runner import Trace, sweep, trace_from_arrays  # noqa: E402
-from ratelab.errors import RatelabError  # noqa: E402
-from rl_theory.a3c import a3c_td0, paper_steps  # noqa: E402
-from rl_theory.linear_mdp import LinearMDP, make_linear_mdp  # noqa: E402
+from ratelab.claims import Claim
+from ratelab.errors import RatelabError
+from ratelab.rates import running_mean
+from ratelab.registry import Experiment, Panel, Paper, register
+from ratelab.runner import Trace, sweep, trace_from_arrays
+from rl_theory.a3c import a3c_td0, paper_steps
+from rl_theory.linear_mdp import LinearMDP, make_linear_mdp
 
 A3C_PAPER = Paper(
     key="shen2020a3c",

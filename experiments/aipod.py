@@ -34,11 +34,11 @@ from bilevel.aipod import (
     upper_projection_counts,
 )
 from bilevel.eq_problems import make_federated_bilevel, make_quadratic_bilevel
-from experiments.claims import Claim
-from experiments.rates import running_mean
-from experiments.registry import Experiment, Panel, Paper, register
-from experiments.runner import Trace, run, trace_from_arrays
+from ratelab.claims import Claim
 from ratelab.errors import RatelabError
+from ratelab.rates import running_mean
+from ratelab.registry import Experiment, Panel, Paper, register
+from ratelab.runner import Trace, run, trace_from_arrays
 
 XIAO = Paper(
     key="xiao2023aipod",

@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.claims import Claim
-from experiments.registry import Experiment, Panel, Paper, register
-from experiments.runner import Trace, trace_from_arrays
+from ratelab.claims import Claim
 from ratelab.errors import RatelabError
+from ratelab.registry import Experiment, Panel, Paper, register
+from ratelab.runner import Trace, call, trace_from_arrays
 from ratelab.validate import check_in_range, check_positive, check_positive_int
 from rl_theory.imitation import (
     bc_gap_reset_cliff,
@@ -88,15 +88,10 @@ def _execute_bc_n(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
         mdps = stack_mdps([reset_cliff(S, A, H, lower_bound_rho(S, int(n))) for n in ns])
         pi_e = reset_cliff_expert(reset_cliff(S, A, H))
         keys = jax.random.split(key, cfg["seeds"])
-        f = jax.jit(bc_gap_study, static_argnums=(4, 5))
-        t0 = time.perf_counter()
-        compiled = f.lower(mdps, pi_e, jnp.asarray(ns), keys, int(ns[-1]), cfg["seed_batch"]).compile()
-        t1 = time.perf_counter()
-        gaps = np.asarray(jax.block_until_ready(compiled(mdps, pi_e, jnp.asarray(ns), keys)))
-        t2 = time.perf_counter()
+        gaps, timings = call(bc_gap_study, mdps, pi_e, jnp.asarray(ns), keys, int(ns[-1]), cfg["seed_batch"],
+                             static_argnums=(4, 5), desc="BC gap vs N")
     closed = _bc_n_closed(cfg, ns)
-    return trace_from_arrays(ns, {"gap": gaps, "gap_over_closed_form": gaps / closed},
-                             timings={"compile_s": t1 - t0, "run_s": t2 - t1})
+    return trace_from_arrays(ns, {"gap": gaps, "gap_over_closed_form": gaps / closed}, timings=timings)
 
 
 def _claims_bc_n(cfg: dict[str, Any]) -> list[Claim]:
@@ -125,16 +120,11 @@ def _execute_bc_h(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
         mdp = reset_cliff(S, A, int(hs[-1]), lower_bound_rho(S, n))
         pi_e = reset_cliff_expert(mdp)
         keys = jax.random.split(key, cfg["seeds"])
-        f = jax.jit(bc_step_gaps, static_argnums=(2, 4))
-        t0 = time.perf_counter()
-        compiled = f.lower(mdp, pi_e, n, keys, cfg["seed_batch"]).compile()
-        t1 = time.perf_counter()
-        per_step = np.asarray(jax.block_until_ready(compiled(mdp, pi_e, keys)))
-        t2 = time.perf_counter()
+        per_step, timings = call(bc_step_gaps, mdp, pi_e, n, keys, cfg["seed_batch"], static_argnums=(2, 4),
+                                 desc="BC gap vs H")
     gaps = np.cumsum(per_step, axis=-1)[:, hs - 1]
     closed = _bc_h_closed(cfg, hs)
-    return trace_from_arrays(hs, {"gap": gaps, "gap_over_closed_form": gaps / closed},
-                             timings={"compile_s": t1 - t0, "run_s": t2 - t1})
+    return trace_from_arrays(hs, {"gap": gaps, "gap_over_closed_form": gaps / closed}, timings=timings)
 
 
 def _claims_bc_h(cfg: dict[str, Any]) -> list[Claim]:
@@ -242,19 +232,15 @@ def _execute_bcu(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
         pi_noise = jnp.full_like(pi_e, 1.0 / A)
         keys = jax.random.split(key, cfg["seeds"])
         phi = state_action_features(S, A, "tabular+action")
-        f = jax.jit(lambda *a: bcu_study(*a, phi, l2=cfg["disc_l2"], steps=cfg["disc_steps"],
-                                         learning_rate=cfg["disc_lr"]), static_argnums=(5, 6))
-        args = (mdp, pi_e, pi_noise, jnp.asarray(qs), keys, cfg["n_expert"], cfg["n_supp"])
-        t0 = time.perf_counter()
-        compiled = f.lower(*args).compile()
-        t1 = time.perf_counter()
-        out = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(compiled(*args[:5])))
-        t2 = time.perf_counter()
+        study = lambda *a: bcu_study(*a, phi, l2=cfg["disc_l2"], steps=cfg["disc_steps"],  # noqa: E731
+                                     learning_rate=cfg["disc_lr"])
+        out, timings = call(study, mdp, pi_e, pi_noise, jnp.asarray(qs), keys, cfg["n_expert"], cfg["n_supp"],
+                            static_argnums=(5, 6), desc="NBCU / WBCU")
     metrics = {k: out[k] for k in ("gap_bc", "gap_nbcu", "gap_wbcu", "nbcu_limit")}
     metrics["nbcu_over_limit"] = out["gap_nbcu"] / out["nbcu_limit"]
     metrics["wbcu_over_nbcu"] = out["gap_wbcu"] / out["gap_nbcu"]
     metrics["wbcu_minus_bc"] = out["gap_wbcu"] - out["gap_bc"]
-    return trace_from_arrays(qs, metrics, timings={"compile_s": t1 - t0, "run_s": t2 - t1})
+    return trace_from_arrays(qs, metrics, timings=timings)
 
 
 def _claims_bcu(cfg: dict[str, Any]) -> list[Claim]:
@@ -471,15 +457,10 @@ def _execute_mbtail(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
         pi_e = reset_cliff_expert(mdp)
         keys = jax.random.split(key, cfg["seeds"])
         mb_kw = {"bc_fraction": cfg["bc_fraction"], "iterations": cfg["iterations"], "eta": cfg["eta"]}
-        f = jax.jit(lambda m, p, b, k: compare_study(m, p, cfg["n_expert"], b, k, int(ks[-1]), mb_kw))
-        args = (mdp, pi_e, jnp.asarray(ks), keys)
-        t0 = time.perf_counter()
-        compiled = f.lower(*args).compile()
-        t1 = time.perf_counter()
-        out = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(compiled(*args)))
-        t2 = time.perf_counter()
+        out, timings = call(lambda m, p, b, k: compare_study(m, p, cfg["n_expert"], b, k, int(ks[-1]), mb_kw),
+                            mdp, pi_e, jnp.asarray(ks), keys, desc="MB-TAIL vs OAL")
     metrics = {**out, "mbtail_over_oal": out["gap_mbtail"] / out["gap_oal"]}
-    return trace_from_arrays(ks, metrics, timings={"compile_s": t1 - t0, "run_s": t2 - t1})
+    return trace_from_arrays(ks, metrics, timings=timings)
 
 
 def _claims_mbtail(cfg: dict[str, Any]) -> list[Claim]:

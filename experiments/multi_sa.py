@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.claims import Claim
-from experiments.rates import running_mean
-from experiments.registry import Experiment, Panel, Paper, register
-from experiments.runner import Trace, run, sweep, trace_from_arrays
+from ratelab.claims import Claim
 from ratelab.errors import RatelabError
+from ratelab.rates import running_mean
+from ratelab.registry import Experiment, Panel, Paper, register
+from ratelab.runner import Trace, run, sweep, trace_from_arrays
 from rl_theory.multi_sa import (
     asymptotic_constants,
     exact_block_second_moment,

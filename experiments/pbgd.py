@@ -32,10 +32,10 @@ from bilevel.bilevel_problems import make_many_minimisers, make_quadratic, make_
 from bilevel.hypercleaning import make_hypercleaning
 from bilevel.implicit import implicit_gradient
 from bilevel.pbgd import g_pbgd, linear_ramp, penalty_scaled, v_pbgd
-from experiments.claims import Claim
-from experiments.registry import Experiment, Panel, Paper, register
-from experiments.runner import Trace, as_keys, run, sweep, trace_from_arrays
+from ratelab.claims import Claim
 from ratelab.errors import RatelabError
+from ratelab.registry import Experiment, Panel, Paper, register
+from ratelab.runner import Trace, as_keys, run, sweep, trace_from_arrays
 from ratelab.validate import check_positive
 
 PBGD = Paper(

@@ -46,10 +46,10 @@ from bilevel.pbrl import (
     upper_objective,
     value_penalty,
 )
-from experiments.claims import Claim
-from experiments.registry import Experiment, Panel, Paper, register
-from experiments.runner import Trace, run, trace_from_arrays
+from ratelab.claims import Claim
 from ratelab.errors import RatelabError
+from ratelab.registry import Experiment, Panel, Paper, register
+from ratelab.runner import Trace, run, trace_from_arrays
 from ratelab.validate import check_in_range, check_positive, check_positive_int
 
 PBRL = Paper(

@@ -27,10 +27,10 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.claims import Claim
-from experiments.registry import Experiment, Panel, Paper, register
-from experiments.runner import Trace, run, sweep, trace_from_arrays
+from ratelab.claims import Claim
 from ratelab.errors import RatelabError
+from ratelab.registry import Experiment, Panel, Paper, register
+from ratelab.runner import Trace, run, sweep, trace_from_arrays
 from ratelab.schedules import power_decay
 from ratelab.validate import check_in_range, check_nonnegative, check_positive, check_positive_int
 from riemannian.admm import radmm, theory_parameters

@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.claims import Claim
-from experiments.registry import Experiment, Panel, Paper, register
-from experiments.runner import Trace, run, sweep, trace_from_arrays
+from ratelab.claims import Claim
 from ratelab.errors import RatelabError
+from ratelab.registry import Experiment, Panel, Paper, register
+from ratelab.runner import Trace, run, sweep, trace_from_arrays
 from riemannian.fed_problems import make_federated_kernel_pca, make_federated_pca
 from riemannian.federated import federated, linearized_contraction, rfedavg, rfedprox, rfedsvrg
 

@@ -12,10 +12,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments.claims import Claim
-from experiments.registry import Experiment, Panel, Paper, register
-from experiments.runner import Trace, run
+from ratelab.claims import Claim
 from ratelab.errors import RatelabError
+from ratelab.registry import Experiment, Panel, Paper, register
+from ratelab.runner import Trace, run
 from ratelab.schedules import harmonic
 from rl_theory.sa import chung_constant, chung_exponent, exact_second_moment, make_scalar_sa, robbins_monro
 

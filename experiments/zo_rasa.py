@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.claims import Claim
-from experiments.registry import Experiment, Panel, Paper, register
-from experiments.runner import Trace, sweep, trace_from_arrays
+from ratelab.claims import Claim
 from ratelab.errors import RatelabError
+from ratelab.registry import Experiment, Panel, Paper, register
+from ratelab.runner import Trace, sweep, trace_from_arrays
 from riemannian.zo_rasa import make_stochastic_rayleigh, zo_rasa
 
 ZO_RASA = Paper(

@@ -37,7 +37,7 @@ def max_abs_diff(a, b) -> float:
 
 
 def _bytes(p: dict, state) -> dict:
-    from experiments.sharding import addressable_bytes, global_bytes
+    from ratelab.sharding import addressable_bytes, global_bytes
 
     return {name: {"global": global_bytes(getattr(state, name)),
                    "per_device": list(addressable_bytes(getattr(state, name)).values()),
@@ -46,8 +46,8 @@ def _bytes(p: dict, state) -> dict:
 
 def _plan_vs_measured(model: str, mesh: str, **kw) -> dict:
     """Plan on abstract shapes, run the compiled step on real arrays, measure what the devices hold."""
-    from experiments.scale import init_state, make_problem, plan, sample_batches, scale_config
-    from experiments.sharding import ActivationSharding, addressable_bytes, place
+    from ratelab.scale import init_state, make_problem, plan, sample_batches, scale_config
+    from ratelab.sharding import ActivationSharding, addressable_bytes, place
 
     p, s, compiled = plan(scale_config(model, mesh, **kw), keep=True)
     host = make_problem(s.sc)
@@ -66,7 +66,7 @@ def _plan_vs_measured(model: str, mesh: str, **kw) -> dict:
 def check(out: str) -> None:
     """Default (CI) checks: SGD step sharded == unsharded on every mesh; Adam state bytes under FSDP against the
     plan; the reweighting run on tiny."""
-    from experiments.scale import measure, one_step, plan, scale_config, to_host
+    from ratelab.scale import measure, one_step, plan, scale_config, to_host
 
     t0 = time.perf_counter()
     result: dict = {"devices": jax.device_count(), "equal": {}, "bytes": {}, "seconds": {}}
@@ -94,7 +94,7 @@ def small(out: str) -> None:
 
 
 def reference(out: str) -> None:
-    from experiments.scale import one_step, scale_config
+    from ratelab.scale import one_step, scale_config
 
     state = one_step(scale_config("tiny", "data=1", optimizer="sgd"), sharded=False)
     np.savez(out, *jax.tree_util.tree_leaves(state))
@@ -104,7 +104,7 @@ def worker(pid: int, port: int, out: str) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid,
                                initialization_timeout=120)
-    from experiments.scale import one_step, scale_config, to_host
+    from ratelab.scale import one_step, scale_config, to_host
 
     assert jax.process_count() == 2 and jax.device_count() == 8 and jax.local_device_count() == 4
     state = to_host(one_step(scale_config("tiny", MP_MESH, optimizer="sgd")))

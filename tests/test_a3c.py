@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from experiments.a3c import WORKERS, samples_to_target, target_reward
-from experiments.registry import get
-from experiments.runner import run, sweep, trace_from_arrays
 from ratelab import RatelabError
+from ratelab.registry import get
+from ratelab.runner import run, sweep, trace_from_arrays
 from rl_theory.a3c import a3c_td0, actor_critic, paper_steps
 from rl_theory.linear_mdp import make_linear_mdp, rollout_returns, sample_index
 

@@ -24,8 +24,8 @@ from bilevel.aipod import (
     upper_projection_counts,
 )
 from bilevel.eq_problems import build_problem, make_federated_bilevel, make_quadratic_bilevel, solve_lower
-from experiments.runner import run
 from ratelab import RatelabError
+from ratelab.runner import run
 
 
 def _problem(seed=0, **kw):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from experiments.claims import Claim, check
-from experiments.runner import Trace
 from ratelab import RatelabError
+from ratelab.claims import Claim, check
+from ratelab.runner import Trace
 
 
 def _trace(values: np.ndarray, diverged: np.ndarray | None = None) -> Trace:
@@ -80,7 +80,7 @@ def test_claim_definition_errors():
 def test_value_claim_on_curves_over_a_non_iteration_axis():
     """A level claim on a trace built from curves (x = a penalty grid): PASS inside the band, FAIL outside,
     and a NaN marks that seed diverged."""
-    from experiments.runner import trace_from_arrays
+    from ratelab.runner import trace_from_arrays
 
     rng = np.random.default_rng(0)
     gammas = np.array([1.0, 10.0, 100.0])
@@ -104,7 +104,7 @@ def test_value_claim_on_curves_over_a_non_iteration_axis():
 
 def test_exponent_claim_over_a_penalty_grid():
     """dist(gamma) = c / gamma per seed: the fitted exponent is -1 on a trace whose x is gamma."""
-    from experiments.runner import trace_from_arrays
+    from ratelab.runner import trace_from_arrays
 
     gammas = np.geomspace(1, 1e3, 10)
     c = np.random.default_rng(1).uniform(0.5, 2.0, size=(20, 1))
@@ -115,7 +115,7 @@ def test_exponent_claim_over_a_penalty_grid():
 
 def test_worst_case_level_claim_judges_the_largest_value():
     """statistic="max": one bad seed at one point decides a feasibility claim, whatever the mean says."""
-    from experiments.runner import trace_from_arrays
+    from ratelab.runner import trace_from_arrays
 
     viol = np.full((30, 5), 1e-12)
     viol[7, 2] = 3e-6

@@ -7,13 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.claims import Claim
-from experiments.cli import main
-from experiments.rates import fit_power_law
-from experiments.registry import Experiment, experiments, get, register, unregister
-from experiments.report import md_cell
 from experiments.robbins_monro import CHUNG
 from ratelab import harmonic
+from ratelab.claims import Claim
+from ratelab.cli import main
+from ratelab.rates import fit_power_law
+from ratelab.registry import Experiment, experiments, get, register, unregister
+from ratelab.report import md_cell
 from rl_theory.sa import exact_second_moment, make_scalar_sa
 
 SMALL = ["--seeds", "64", "--steps", "2000", "--no-progress"]
@@ -211,8 +211,8 @@ def test_curves_over_gamma_with_a_level_claim_and_an_extra_figure(capsys, tmp_pa
     measured curves, the extra figure is written beside figure.png and reuse checks for it."""
     import matplotlib.pyplot as plt
 
-    from experiments.registry import Panel
-    from experiments.runner import trace_from_arrays
+    from ratelab.registry import Panel
+    from ratelab.runner import trace_from_arrays
 
     def execute(cfg, key, **kw):
         gammas = np.geomspace(1.0, 1e3, 12)

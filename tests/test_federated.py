@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.runner import run
 from ratelab import RatelabError
+from ratelab.runner import run
 from riemannian.fed_problems import federated_pca, make_federated_kernel_pca, make_federated_pca
 from riemannian.federated import (
     federated_round,

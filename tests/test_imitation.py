@@ -358,7 +358,7 @@ def test_bad_input_errors():
 
 
 def test_experiment_configs_are_validated():
-    from experiments.registry import get
+    from ratelab.registry import get
 
     exp = get("il-bc-n")
     with pytest.raises(RatelabError, match="power of two"):

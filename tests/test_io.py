@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments.io import atomic_savez, atomic_write, atomic_write_json, atomic_write_text
+from ratelab.io import atomic_savez, atomic_write, atomic_write_json, atomic_write_text
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from experiments.multi_sa import MSA_NONCONVEX, horizons
-from experiments.runner import run
 from ratelab import RatelabError, harmonic
+from ratelab.runner import run
 from rl_theory.multi_sa import (
     asymptotic_constants,
     exact_block_second_moment,

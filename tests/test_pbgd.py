@@ -11,8 +11,8 @@ from bilevel.bilevel_problems import make_box_constrained, make_many_minimisers,
 from bilevel.hypercleaning import make_hypercleaning
 from bilevel.implicit import implicit_gradient
 from bilevel.pbgd import PBGDState, g_pbgd, linear_ramp, penalty_scaled, v_pbgd
-from experiments.runner import run, sweep
 from ratelab import RatelabError
+from ratelab.runner import run, sweep
 
 
 def _x64(tree):

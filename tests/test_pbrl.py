@@ -251,7 +251,7 @@ def test_bad_input_is_rejected_with_the_argument_named():
 
 
 def test_experiment_configs_are_validated():
-    from experiments.registry import get
+    from ratelab.registry import get
 
     exp = get("pbrl-lambda")
     with pytest.raises(RatelabError, match="lam_fit_min"):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from experiments.radmm import RADMM_COMPARE, RADMM_COMPLEXITY, RADMM_ODL, RADMM_SSC
-from experiments.runner import run
 from ratelab import RatelabError, power_decay
+from ratelab.runner import run
 from riemannian.admm import augmented_lagrangian, radmm, stationarity_terms, theory_parameters, y_update
 from riemannian.baselines import riemannian_subgradient
 from riemannian.manifolds import Stiefel

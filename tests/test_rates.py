@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.rates import (
+from ratelab import RatelabError
+from ratelab.rates import (
     fit_constant,
     fit_power_law,
     fit_sample_complexity,
@@ -13,7 +14,6 @@ from experiments.rates import (
     running_min,
     samples_to_reach,
 )
-from ratelab import RatelabError
 
 
 @settings(max_examples=30, deadline=None)

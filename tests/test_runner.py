@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.runner import run, sweep
 from ratelab import RatelabError, Solver, harmonic
+from ratelab.runner import run, sweep
 from rl_theory.sa import exact_second_moment, linear_sa, make_linear_sa, robbins_monro
 
 

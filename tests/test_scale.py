@@ -22,10 +22,10 @@ from jax.sharding import AbstractMesh, AxisType, PartitionSpec
 
 from bilevel.data_selection import auc, make_data_selection
 from bilevel.transformer import get_config, init_params, sequence_losses
-from experiments.cli import main
-from experiments.scale import abstract_problem, jaxpr_flops, make_solver, model_flops, scale_config
-from experiments.sharding import RULES, parse_mesh, spec_for
+from ratelab.cli import main
 from ratelab.errors import RatelabError
+from ratelab.scale import abstract_problem, jaxpr_flops, make_solver, model_flops, scale_config
+from ratelab.sharding import RULES, parse_mesh, spec_for
 
 CHILD = Path(__file__).with_name("scale_child.py")
 ROOT = CHILD.parent.parent

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from experiments.cli import main
-from experiments.registry import experiments
+from ratelab.cli import main
+from ratelab.registry import experiments
 
 # Claims that do not hold on the papers' settings: reported as FAIL by `ratelab verify --full`, with the analysis in
 # the experiment's docstring. A strict xfail turns into a failure the day the claim starts to pass.

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.runner import run
 from ratelab import RatelabError
+from ratelab.runner import run
 from riemannian.federated import geometry
 from riemannian.zo_rasa import make_stochastic_rayleigh, zo_gradient, zo_rasa
 

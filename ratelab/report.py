@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
+import html
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.io import atomic_write_json, atomic_write_text
-from experiments.provenance import versions
+from ratelab.io import atomic_write_json, atomic_write_text
+from ratelab.provenance import versions
 
 
 def rows(results: list[dict]) -> list[dict[str, Any]]:
@@ -97,3 +99,63 @@ def write_report(out: str | Path, results: list[dict], mode: str) -> tuple[Path,
     json_path = atomic_write_json(out / "report.json", {"mode": mode, "generated": stamp, "versions": v,
                                                          "claims": table, "experiments": results})
     return md_path, json_path
+
+
+# ------------------------------------------------------------------------------------------ notebook display
+
+
+def _html_table(head: list[str], body: list[list[Any]], caption: str = "") -> str:
+    esc = lambda x: html.escape(str(x))  # noqa: E731
+    cap = f"<caption style='text-align:left'>{esc(caption)}</caption>" if caption else ""
+    th = "".join(f"<th style='text-align:left'>{esc(h)}</th>" for h in head)
+    rows_ = "".join("<tr>" + "".join(f"<td style='text-align:left'>{esc(c)}</td>" for c in r) + "</tr>" for r in body)
+    return f"<table>{cap}<thead><tr>{th}</tr></thead><tbody>{rows_}</tbody></table>"
+
+
+def trace_html(trace: Any) -> str:
+    """A Trace as an HTML table: one row per metric with its shape and the mean over seeds at the first and last x."""
+    n_div = int(trace.diverged.sum())
+    xs = trace.steps
+    body = []
+    for name, v in trace.metrics.items():
+        ok = ~trace.diverged
+        finite = v[ok] if ok.any() else v.reshape(-1, v.shape[-1])
+        body.append([name, "x".join(map(str, v.shape)), number_text(float(finite[..., 0].mean())),
+                     number_text(float(finite[..., -1].mean()))])
+    t = trace.timings
+    caption = (f"Trace: {trace.seeds} seeds, {xs.size} points x = {xs[0]:g} .. {xs[-1]:g}, "
+               f"{n_div} diverged, compile {t.get('compile_s', 0.0):.2f} s, run {t.get('run_s', 0.0):.2f} s")
+    return _html_table(["metric", "shape", f"mean at x = {xs[0]:g}", f"mean at x = {xs[-1]:g}"], body, caption)
+
+
+def verdicts_html(verdicts: list[Any]) -> str:
+    """Verdicts as an HTML table: claim, statement, claimed band, measured value with its interval, status, why."""
+    body = [[v.claim.id, v.claim.statement, claimed_text(v.as_dict()["claim"]),
+             measured_text({"measured": v.measured, "ci": v.ci}), v.status, v.reason] for v in verdicts]
+    return _html_table(["claim", "statement", "claimed", "measured [95% CI]", "verdict", "reason"], body)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`ratelab.verify` wrote: every experiment's result, one row per claim, and the report files."""
+
+    mode: str
+    results: list[dict]
+    rows: list[dict]
+    markdown_path: Path
+    json_path: Path
+
+    @property
+    def passed(self) -> bool:
+        return all(r["status"] == "PASS" for r in self.rows)
+
+    def __str__(self) -> str:
+        return console_table(self.rows)
+
+    def _repr_html_(self) -> str:
+        body = [[r["experiment"], r["claim"], r["statement"], r["claimed"], measured_text(r), r["status"]]
+                for r in self.rows]
+        n_fail = sum(r["status"] != "PASS" for r in self.rows)
+        return _html_table(["experiment", "claim", "statement", "claimed", "measured [95% CI]", "verdict"], body,
+                           f"{len(self.rows)} claims ({self.mode}), {len(self.rows) - n_fail} PASS, {n_fail} FAIL; "
+                           f"{self.markdown_path}")

@@ -11,18 +11,16 @@ import textwrap
 from dataclasses import asdict
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.claims import Claim, Verdict  # noqa: E402
-from experiments.io import atomic_write  # noqa: E402
-from experiments.rates import samples_to_reach, transform  # noqa: E402
-from experiments.registry import Experiment, Panel  # noqa: E402
-from experiments.report import claimed_text  # noqa: E402
-from experiments.runner import Trace  # noqa: E402
+from ratelab.claims import Claim, Verdict
+from ratelab.errors import RatelabError
+from ratelab.io import atomic_write
+from ratelab.rates import samples_to_reach, transform
+from ratelab.registry import Experiment, Panel
+from ratelab.report import claimed_text
+from ratelab.runner import Trace
 
 _Z95 = 1.959963984540054
 
@@ -170,15 +168,16 @@ def _value_lines(ax, v: Verdict) -> None:
         ax.axhline(bound, color="k", ls=":", lw=1.2, label=claimed if i == 0 else None)
 
 
-def plot_experiment(exp: Experiment, cfg: dict, trace: Trace, verdicts: list[Verdict],
-                    path: str | os.PathLike) -> None:
-    """Draw the experiment's figure and write it atomically to ``path`` (PNG)."""
+def draw(panels: tuple[Panel, ...] | list[Panel], cfg: dict, trace: Trace, verdicts: list[Verdict],
+         title: str) -> Any:
+    """The figure of ``trace``: one axes per panel, then one per constant claim on a panel and one per
+    sample-complexity claim. Returns the matplotlib Figure (open)."""
     complexity = [v for v in verdicts if v.claim.kind == "sample_complexity"]
-    constants = [(v, p) for v in verdicts for p in exp.panels if v.claim.kind == "constant" and _on_panel(v.claim, p)]
-    n = len(exp.panels) + len(constants) + len(complexity)
+    constants = [(v, p) for v in verdicts for p in panels if v.claim.kind == "constant" and _on_panel(v.claim, p)]
+    n = len(panels) + len(constants) + len(complexity)
     fig, axes = plt.subplots(1, n, figsize=(6.5 * n, 5.0), squeeze=False)
     axes_iter = iter(axes[0])
-    for panel in exp.panels:
+    for panel in panels:
         _curve_panel(next(axes_iter), panel, cfg, trace, verdicts)
     for v, panel in constants:
         _constant_panel(next(axes_iter), v, panel, cfg, trace)
@@ -187,8 +186,40 @@ def plot_experiment(exp: Experiment, cfg: dict, trace: Trace, verdicts: list[Ver
     for ax in axes[0]:
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize=7.5, loc="best")
-    status = "PASS" if all(v.passed for v in verdicts) else "FAIL"
-    wrapped = textwrap.fill(exp.title, width=int(80 * n))
-    fig.suptitle(f"{exp.paper.short}, {exp.figure}: {status}\n{wrapped}", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
+
+
+def plot_experiment(exp: Experiment, cfg: dict, trace: Trace, verdicts: list[Verdict],
+                    path: str | os.PathLike) -> None:
+    """Draw the experiment's figure and write it atomically to ``path`` (PNG)."""
+    status = "PASS" if all(v.passed for v in verdicts) else "FAIL"
+    wrapped = textwrap.fill(exp.title, width=int(80 * (len(exp.panels) + 1)))
+    save_figure(draw(exp.panels, cfg, trace, verdicts, f"{exp.paper.short}, {exp.figure}: {status}\n{wrapped}"), path)
+
+
+def plot_trace(trace: Trace, metrics: str | list[str] | None = None, verdicts: Any = (), *, xlabel: str = "k",
+               title: str = "", yscale: str = "log", xscale: str = "log") -> Any:
+    """The figure of a Trace, as the CLI draws an experiment's: one panel per metric (default: the verdicts'
+    metrics, else every metric), each verdict's fitted and claimed lines on its panel, constant and
+    sample-complexity claims on panels of their own. Returns the matplotlib Figure."""
+    verdicts = [verdicts] if isinstance(verdicts, Verdict) else list(verdicts)
+    panels: list[Panel] = []
+    for v in verdicts:
+        c = v.claim
+        if c.kind in ("exponent", "value", "constant"):
+            p = Panel(metric=c.metric, ylabel=c.metric, transform=c.transform, xlabel=xlabel, index=tuple(c.index),
+                      samples_per_step=c.samples_per_step, label=c.id, xscale=xscale, yscale=yscale)
+            if p not in panels:
+                panels.append(p)
+    names = [metrics] if isinstance(metrics, str) else list(metrics or ([] if verdicts else trace.metrics))
+    for m in names:
+        trace[m]  # a clear error for an unknown metric
+        if not any(p.metric == m for p in panels):
+            panels.append(Panel(metric=m, ylabel=m, xlabel=xlabel, label=m, xscale=xscale, yscale=yscale))
+    if not panels and not verdicts:
+        raise RatelabError("metrics must name at least one metric of the trace")
+    if not title and verdicts:
+        title = ", ".join(f"{v.claim.id}: {v.status}" for v in verdicts)
+    return draw(panels, {}, trace, verdicts, title)

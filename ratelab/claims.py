@@ -19,11 +19,13 @@ every claim on it, with the count in the reason.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
-from experiments.rates import (
+from ratelab.errors import RatelabError
+from ratelab.rates import (
     STATISTICS,
     TRANSFORMS,
     Fit,
@@ -33,8 +35,7 @@ from experiments.rates import (
     fit_sample_complexity,
     transform,
 )
-from experiments.runner import Trace
-from ratelab.errors import RatelabError
+from ratelab.runner import Trace
 from ratelab.validate import check_choice, check_positive
 
 KINDS = ("exponent", "constant", "sample_complexity", "value")
@@ -100,10 +101,26 @@ class Verdict:
     reason: str
     fit: Fit | None
     diverged: int = 0
+    trace: Trace | None = field(default=None, repr=False, compare=False)
 
     @property
     def status(self) -> str:
         return "PASS" if self.passed else "FAIL"
+
+    def plot(self, trace: Trace | None = None, **kw: Any) -> Any:
+        """The claim's panel as the CLI draws it: the measured curve with its bands and the fitted and claimed lines
+        (or levels). ``trace`` defaults to the one the verdict was checked on."""
+        from ratelab.figures import plot_trace
+
+        trace = trace if trace is not None else self.trace
+        if trace is None:
+            raise RatelabError("trace must be given: this verdict does not hold the trace it was checked on")
+        return plot_trace(trace, verdicts=[self], **kw)
+
+    def _repr_html_(self) -> str:
+        from ratelab.report import verdicts_html
+
+        return verdicts_html([self])
 
     def as_dict(self) -> dict:
         claim = asdict(self.claim)
@@ -131,7 +148,7 @@ def check(claim: Claim, trace: Trace, *, n_boot: int = 2000, seed: int = 0) -> V
     if ok.sum() == 0:
         first = float(trace.diverged_at.min())
         return Verdict(claim, False, float("nan"), (float("nan"), float("nan")),
-                       f"all {diverged.size} seeds diverged (first at x={first:g})", None, n_div)
+                       f"all {diverged.size} seeds diverged (first at x={first:g})", None, n_div, trace)
     v = transform(values[ok], claim.transform)
     try:
         if claim.kind == "exponent":
@@ -147,7 +164,8 @@ def check(claim: Claim, trace: Trace, *, n_boot: int = 2000, seed: int = 0) -> V
             fit = fit_sample_complexity(x, v, np.asarray(claim.eps), n_boot=n_boot, seed=seed)
             measured, ci = fit.exponent, fit.exponent_ci
     except RatelabError as err:
-        return Verdict(claim, False, float("nan"), (float("nan"), float("nan")), f"no fit: {err}", None, n_div)
+        return Verdict(claim, False, float("nan"), (float("nan"), float("nan")), f"no fit: {err}", None, n_div,
+                       trace)
 
     lo, hi = claim.band()
     width = ci[1] - ci[0]
@@ -170,4 +188,4 @@ def check(claim: Claim, trace: Trace, *, n_boot: int = 2000, seed: int = 0) -> V
         reason = f"interval {interval} within claimed band [{lo:.4g}, {hi:.4g}]"
     else:
         reason = f"interval {interval} outside claimed band [{lo:.4g}, {hi:.4g}]"
-    return Verdict(claim, bool(passed), float(measured), (float(ci[0]), float(ci[1])), reason, fit, n_div)
+    return Verdict(claim, bool(passed), float(measured), (float(ci[0]), float(ci[1])), reason, fit, n_div, trace)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,8 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
+from ratelab import progress as _progress
 from ratelab.errors import RatelabError
 from ratelab.solver import Solver
 from ratelab.validate import check_choice, check_positive_int
@@ -65,6 +64,18 @@ class Trace:
             raise RatelabError(f"metric must be one of {', '.join(map(repr, self.metrics))}, got {metric!r}")
         return self.metrics[metric]
 
+    def plot(self, metrics: str | list[str] | None = None, verdicts: Any = (), **kw: Any) -> Any:
+        """The figure the CLI draws, for this trace: mean over seeds with its 95 % band and the seeds' spread, and
+        each verdict's fitted and claimed lines (see :func:`ratelab.plot_trace`)."""
+        from ratelab.figures import plot_trace
+
+        return plot_trace(self, metrics, verdicts, **kw)
+
+    def _repr_html_(self) -> str:
+        from ratelab.report import trace_html
+
+        return trace_html(self)
+
 
 def _first_nonfinite(x: np.ndarray, metrics: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per seed (``[*sweep, seeds]``): whether any metric became NaN or inf, and the first x where one did (-1)."""
@@ -98,6 +109,24 @@ def trace_from_arrays(x: Any, metrics: dict[str, Any], *, final_state: Any = Non
     return Trace(steps=xs, metrics=arrays, diverged=diverged, diverged_at=first, final_state=final_state,
                  log_every=1, aggregate="none", timings={"compile_s": 0.0, "run_s": 0.0, **(timings or {})},
                  sweep_values=None if sweep_values is None else np.asarray(sweep_values))
+
+
+def call(f: Callable[..., Any], *args: Any, desc: str = "run", progress: bool | None = None,
+         static_argnums: tuple[int, ...] = ()) -> tuple[Any, dict[str, float]]:
+    """Compile ``jax.jit(f)`` for ``args``, run it once and wait for it: ``(output as NumPy, timings)``.
+
+    For experiments that call their own jitted study function instead of :func:`run`: the compile and the run are
+    timed apart (``compile_s``, ``run_s``, as in a Trace) and shown as progress stages.
+    """
+    t0 = time.perf_counter()
+    with _progress.stage(f"{desc}: compiling", progress):
+        exe = jax.jit(f, static_argnums=static_argnums).lower(*args).compile()
+    t1 = time.perf_counter()
+    dynamic = [a for i, a in enumerate(args) if i not in static_argnums]
+    with _progress.stage(f"{desc}: running", progress):
+        out = jax.block_until_ready(exe(*dynamic))
+    t2 = time.perf_counter()
+    return jax.tree_util.tree_map(np.asarray, out), {"compile_s": t1 - t0, "run_s": t2 - t1}
 
 
 def as_keys(key: Any, seeds: int) -> jax.Array:
@@ -230,7 +259,7 @@ def _fingerprint(*parts: Any) -> str:
 
 
 def _save_checkpoint(path: Path, fingerprint: str, next_block: int, state: Any, logged: dict[str, list]) -> None:
-    from experiments.io import atomic_savez
+    from ratelab.io import atomic_savez
 
     arrays = {"fingerprint": np.asarray(fingerprint), "next_block": np.asarray(next_block)}
     for i, leaf in enumerate(jax.tree_util.tree_leaves(state)):
@@ -342,8 +371,9 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
         block = _block_fn(make, log_every, aggregate, metric_spec)
         per_chunk = math.ceil(n_blocks / chunks)
         compiled: dict[int, Any] = {}
-        show = progress if progress is not None else (chunks > 1 and sys.stderr.isatty())
-        bar = tqdm(total=n_blocks, initial=start_block, unit="block", disable=not show, leave=False)
+        what = f"{seeds} seeds" if not swept else f"{len(values)} values x {seeds} seeds"
+        show = progress if progress is not None else (None if chunks > 1 else False)  # None: on a terminal
+        bar = _progress.bar(steps, desc=what, initial=start_block * log_every, progress=show)
         b = start_block
         while b < n_blocks:
             n = min(per_chunk, n_blocks - b)
@@ -358,7 +388,7 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
             for k, v in metrics.items():
                 logged.setdefault(k, []).append(np.asarray(v))
             b += n
-            bar.update(n)
+            bar.update(n * log_every)
             if ckpt is not None and b < n_blocks:
                 _save_checkpoint(ckpt, fingerprint, b, state, logged)
             if on_chunk is not None:

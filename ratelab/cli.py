@@ -91,9 +91,9 @@ def _log(msg: str) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from experiments.claims import Claim
-    from experiments.registry import experiments
-    from experiments.report import claimed_text, md_cell, measured_text
+    from ratelab.claims import Claim
+    from ratelab.registry import experiments
+    from ratelab.report import claimed_text, md_cell, measured_text
 
     current: dict[tuple[str, str], dict] = {}
     report = Path(args.results) / "report.json"
@@ -125,25 +125,29 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_run(args: argparse.Namespace, ids: list[str]) -> int:
-    from experiments.harness import plan, prepare_out, run_experiment
-    from experiments.registry import get
-    from experiments.report import console_table, rows, write_report
+def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
+    import matplotlib
 
-    exps = [get(i) for i in ids]
+    matplotlib.use("Agg")  # the command line draws to files only
+    from ratelab.harness import plan, prepare_out, run_experiment, verify
+    from ratelab.registry import get
+    from ratelab.report import console_table, rows
+
     overrides = _overrides(args)
-    for exp in exps:  # every input error before any compute
-        plan(exp, args.mode, overrides)
-    prepare_out(args.out)
-    results = [run_experiment(e, args.mode, out=args.out, overrides=overrides, force=args.force,
-                              progress=args.progress, log=_log) for e in exps]
-    table = rows(results)
-    print(console_table(table))
     if args.command == "verify":
-        md, _ = write_report(args.out, results, args.mode)
-        print(f"\nreport: {md}")
-    else:
-        print(f"\nfigure: {Path(args.out) / ids[0] / 'figure.png'}")
+        report = verify(ids, args.mode, out=args.out, overrides=overrides, force=args.force, progress=args.progress,
+                        log=_log)
+        print(console_table(report.rows))
+        print(f"\nreport: {report.markdown_path}")
+        return EXIT_OK if report.passed else EXIT_FAIL
+    (exp,) = [get(i) for i in ids]
+    plan(exp, args.mode, overrides)  # every input error before any compute
+    prepare_out(args.out)
+    result = run_experiment(exp, args.mode, out=args.out, overrides=overrides, force=args.force,
+                            progress=args.progress, log=_log)
+    table = rows([result])
+    print(console_table(table))
+    print(f"\nfigure: {Path(args.out) / exp.id / 'figure.png'}")
     return EXIT_OK if all(r["status"] == "PASS" for r in table) else EXIT_FAIL
 
 
@@ -155,14 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _cmd_run(args, [args.id])
         if args.command == "scale":
-            from experiments.scale import run_command
+            from ratelab.scale import run_command
 
             return run_command(args.model, args.mesh, plan_only=args.plan, steps=args.steps, batch=args.batch,
                                json_path=args.json_path)
-        from experiments.registry import experiments
-
-        ids = args.only if args.only else [e.id for e in experiments()]
-        return _cmd_run(args, list(dict.fromkeys(ids)))
+        return _cmd_run(args, args.only)
     except RatelabError as err:
         print(f"ratelab: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -19,13 +19,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments.claims import Verdict, check
-from experiments.figures import plot_experiment, save_figure
-from experiments.io import atomic_savez, atomic_write_json
-from experiments.provenance import code_version, config_hash, versions
-from experiments.registry import Experiment
-from experiments.runner import Trace
+from ratelab.claims import Verdict, check
 from ratelab.errors import RatelabError
+from ratelab.figures import plot_experiment, save_figure
+from ratelab.io import atomic_savez, atomic_write_json
+from ratelab.provenance import code_version, config_hash, versions
+from ratelab.registry import Experiment, experiments, get
+from ratelab.report import Report, rows, write_report
+from ratelab.runner import Trace
 from ratelab.validate import check_positive_int
 
 UPDATES_PER_CHUNK = 2e8  # seed-steps per jitted call: a few seconds on one CPU core, so the bar moves
@@ -134,3 +135,19 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
     atomic_write_json(folder / "result.json", result)
     log(f"{exp.id}: {result['status']} in {wall:.1f}s (compile {trace.timings.get('compile_s', 0.0):.1f}s)")
     return {**result, "reused": False}
+
+
+def verify(ids: list[str] | tuple[str, ...] | None = None, mode: str = "quick", *, out: str | os.PathLike = "results",
+           overrides: dict[str, Any] | None = None, force: bool = False, progress: bool | None = None,
+           log: Callable[[str], None] = lambda msg: None) -> Report:
+    """Run experiments (every registered one by default), judge every claim and write ``REPORT.md`` and
+    ``report.json`` under ``out``. Every config is checked before any compute; results whose config and code are
+    unchanged are reused (``force=True`` reruns them)."""
+    exps = [get(i) for i in dict.fromkeys(ids)] if ids else experiments()
+    for exp in exps:
+        plan(exp, mode, overrides)
+    prepare_out(out)
+    results = [run_experiment(e, mode, out=out, overrides=overrides, force=force, progress=progress, log=log)
+               for e in exps]
+    md, js = write_report(out, results, mode)
+    return Report(mode, results, rows(results), md, js)

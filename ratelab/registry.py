@@ -1,7 +1,7 @@
 """The registry of experiments: what each regenerates, its configurations and its claims.
 
 An experiment module (one per paper) defines an :class:`Experiment` and calls :func:`register`; importing
-``experiments.catalog`` imports every such module.
+``ratelab.catalog`` imports every such module.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 import jax
 
-from experiments.claims import Claim
-from experiments.runner import Trace
+from ratelab.claims import Claim
 from ratelab.errors import RatelabError
+from ratelab.runner import Trace
 
 MODES = ("quick", "full")
 RESERVED = ("seed", "seeds", "steps", "log_every", "x64")
@@ -126,6 +126,7 @@ _REGISTRY: dict[str, Experiment] = {}
 
 
 def register(exp: Experiment) -> Experiment:
+    """Add ``exp`` to the registry (ids are unique; both a quick and a full configuration are required)."""
     if exp.id in _REGISTRY and _REGISTRY[exp.id] is not exp:
         raise RatelabError(f"experiment id {exp.id!r} is registered twice")
     for mode in MODES:
@@ -139,16 +140,19 @@ def register(exp: Experiment) -> Experiment:
 
 
 def unregister(exp_id: str) -> None:
+    """Remove an experiment from the registry (no error if absent)."""
     _REGISTRY.pop(exp_id, None)
 
 
 def experiments() -> list[Experiment]:
-    import experiments.catalog  # noqa: F401  (registers every paper module)
+    """Every registered experiment, after importing each paper module of the ``experiments`` package."""
+    import ratelab.catalog  # noqa: F401  (registers every paper module)
 
     return list(_REGISTRY.values())
 
 
 def get(exp_id: str) -> Experiment:
+    """The registered experiment ``exp_id`` (a clear error listing the known ids otherwise)."""
     known = {e.id: e for e in experiments()}
     if exp_id not in known:
         raise RatelabError(f"unknown experiment {exp_id!r}; known: {', '.join(sorted(known)) or '(none)'}")

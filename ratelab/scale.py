@@ -1,7 +1,7 @@
 """V-PBGD bilevel data selection on a sharded device mesh: the memory/FLOP plan and the measured run.
 
 The solver is ``bilevel.pbgd.v_pbgd`` as it is; scale is only a matter of where arrays live. The problem
-(``bilevel.data_selection``) is a pytree, the state is placed by the path rules of ``experiments.sharding``, and
+(``bilevel.data_selection``) is a pytree, the state is placed by the path rules of ``ratelab.sharding``, and
 one step is ``jax.jit(solver.step, in_shardings=(state, problem, batch), out_shardings=(state, replicated))``.
 
 * :func:`plan` allocates nothing: the problem, state and batch are ``jax.ShapeDtypeStruct``s with shardings
@@ -33,7 +33,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 from bilevel.data_selection import DataSelection, make_data_selection
 from bilevel.pbgd import v_pbgd
 from bilevel.transformer import CONFIGS, TransformerConfig, get_config
-from experiments.sharding import (
+from ratelab.errors import RatelabError
+from ratelab.schedules import harmonic
+from ratelab.sharding import (
     ActivationSharding,
     abstract,
     addressable_bytes,
@@ -46,8 +48,6 @@ from experiments.sharding import (
     shard_bytes,
     shardings_for,
 )
-from ratelab.errors import RatelabError
-from ratelab.schedules import harmonic
 from ratelab.solver import Solver
 from ratelab.validate import check_choice, check_positive, check_positive_int
 
