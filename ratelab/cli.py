@@ -102,8 +102,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             current[(row["experiment"], row["claim"])] = row
     lines = []
     if args.markdown:
-        lines += ["| experiment | paper | regenerates | claim | claimed | verdict (quick) |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["| experiment | paper | regenerates | claim | claimed | verdict (quick) | negative control (quick) |",
+                  "|---|---|---|---|---|---|---|"]
     for exp in experiments():
         cfg = exp.config("quick")
         claims: list[Claim] = exp.claims(cfg)
@@ -115,12 +115,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
             verdict = "not run" if row is None else (
                 f"{row['status']}: {measured_text(row)}")
             claimed = claimed_text(asdict(c))
+            declared = "; ".join(f"{k.id}: {k.change}" for k in c.controls) or f"none: {c.no_control or '(not given)'}"
+            control = declared if row is None else row.get("control", "not run")
             if args.markdown:
                 paper = f"[{exp.paper.short}]({exp.paper.url})" if exp.paper.url else exp.paper.short
                 lines.append(f"| `{exp.id}` | {paper} | {md_cell(exp.figure)} | {md_cell(c.statement)} | {claimed} | "
-                             f"{verdict} |")
+                             f"{verdict} | {md_cell(control)} |")
             else:
-                lines.append(f"{'':<12}   - {c.id}: {c.statement}; {claimed} ({verdict})")
+                lines.append(f"{'':<12}   - {c.id}: {c.statement}; {claimed} ({verdict}); control: {control}")
     print("\n".join(lines))
     return EXIT_OK
 
@@ -131,7 +133,7 @@ def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
     matplotlib.use("Agg")  # the command line draws to files only
     from ratelab.harness import plan, prepare_out, run_experiment, verify
     from ratelab.registry import get
-    from ratelab.report import console_table, rows
+    from ratelab.report import all_passed, console_table, rows
 
     overrides = _overrides(args)
     if args.command == "verify":
@@ -148,7 +150,7 @@ def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
     table = rows([result])
     print(console_table(table))
     print(f"\nfigure: {Path(args.out) / exp.id / 'figure.png'}")
-    return EXIT_OK if all(r["status"] == "PASS" for r in table) else EXIT_FAIL
+    return EXIT_OK if all_passed(table) else EXIT_FAIL
 
 
 def main(argv: list[str] | None = None) -> int:

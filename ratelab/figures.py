@@ -23,6 +23,13 @@ from ratelab.report import claimed_text
 from ratelab.runner import Trace
 
 _Z95 = 1.959963984540054
+_HUGE = 1e100  # plotted values beyond this (an overflowing reference, a diverging control) are left out
+
+
+def _plottable(y: Any) -> np.ndarray:
+    """``y`` as floats with non-finite and astronomically large values masked (NaN), so axes stay drawable."""
+    y = np.asarray(y, dtype=float)
+    return np.where(np.isfinite(y) & (np.abs(y) < _HUGE), y, np.nan)
 
 
 def _slice(values: np.ndarray, diverged: np.ndarray, index: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +87,7 @@ def _constant_panel(ax, v: Verdict, panel: Panel, cfg: dict, trace: Trace) -> No
         mean = _band(ax, x, transform(values[ok], c.transform) * scale, f"mean over {int(ok.sum())} seeds",
                      "tab:blue", log=False)
     if panel.reference is not None:
-        ax.plot(x, panel.reference(cfg, trace.steps) * scale, color="0.3", ls="--", lw=1.0,
+        ax.plot(x, _plottable(panel.reference(cfg, trace.steps) * scale), color="0.3", ls="--", lw=1.0,
                 label=panel.reference_label)
     lo, hi = c.band()
     ax.axhspan(lo, hi, color="k", alpha=0.08, lw=0, label=f"claimed C = {c.expected:.4g} +-{100 * c.tolerance:g}%")
@@ -107,12 +114,15 @@ def _curve_panel(ax, panel: Panel, cfg: dict, trace: Trace, verdicts: list[Verdi
         per_seed = transform(values[ok], panel.transform)
         _band(ax, x, per_seed, f"mean over {int(ok.sum())} seeds", "tab:blue", log=panel.yscale == "log")
     if panel.reference is not None:
-        ax.plot(x, panel.reference(cfg, trace.steps), color="0.3", ls="--", lw=1.0, label=panel.reference_label)
+        ax.plot(x, _plottable(panel.reference(cfg, trace.steps)), color="0.3", ls="--", lw=1.0,
+                label=panel.reference_label)
     for v in verdicts:
         if _on_panel(v.claim, panel) and v.claim.kind == "exponent":
             _verdict_lines(ax, v)
         elif _on_panel(v.claim, panel) and v.claim.kind == "value":
             _value_lines(ax, v)
+        if _on_panel(v.claim, panel):
+            _control_curves(ax, v)
     if diverged.any():
         ax.text(0.02, 0.02, f"{int(diverged.sum())} of {diverged.size} seeds diverged (not drawn)",
                 transform=ax.transAxes, color="tab:red", fontsize=9)
@@ -122,6 +132,27 @@ def _curve_panel(ax, panel: Panel, cfg: dict, trace: Trace, verdicts: list[Verdi
     ax.set_ylabel(panel.ylabel + ("" if panel.transform == "none" else f" ({panel.transform.replace('_', ' ')})"))
     if panel.label:
         ax.set_title(panel.label, fontsize=10)
+
+
+_CONTROL_COLORS = ("tab:orange", "tab:purple", "tab:brown", "tab:olive")
+
+
+def _control_curves(ax, v: Verdict) -> None:
+    """Each control's mean curve (the claim judged on it), dashed, with the control's verdict in the label."""
+    drawn: set[int] = set()
+    for i, cv in enumerate(v.controls):
+        if cv.trace is None or cv.claim.kind == "sample_complexity":
+            continue
+        values, diverged = _slice(cv.trace[cv.claim.metric], cv.trace.diverged, cv.claim.index)
+        ok = ~diverged
+        key = id(cv.trace) ^ hash(cv.claim.metric)
+        if not ok.any() or key in drawn:
+            continue
+        drawn.add(key)
+        mean = transform(values[ok], cv.claim.transform).mean(axis=0)
+        ax.plot(cv.trace.steps * cv.claim.samples_per_step, _plottable(mean), color=_CONTROL_COLORS[i % 4], ls="--", lw=1.3,
+                label=f"control {cv.claim.id.split('/', 1)[-1]}: {cv.status} "
+                      f"({cv.measured:.3g} [{cv.ci[0]:.3g}, {cv.ci[1]:.3g}])")
 
 
 def _complexity_panel(ax, v: Verdict, trace: Trace) -> None:
@@ -139,6 +170,15 @@ def _complexity_panel(ax, v: Verdict, trace: Trace) -> None:
     ax.set_xlabel("target eps")
     ax.set_ylabel(f"samples until {c.metric} <= eps")
     ax.set_title(c.id, fontsize=10)
+
+
+def _drawable_scales(ax) -> None:
+    """A log axis with no positive finite data to show (every seed diverged) falls back to linear, with a note."""
+    for name, minpos in (("x", ax.dataLim.minposx), ("y", ax.dataLim.minposy)):
+        if getattr(ax, f"get_{name}scale")() == "log" and not np.isfinite(minpos):
+            getattr(ax, f"set_{name}scale")("linear")
+            ax.text(0.5, 0.5, "no finite positive values to draw", transform=ax.transAxes, ha="center",
+                    color="tab:red")
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:
@@ -184,6 +224,7 @@ def draw(panels: tuple[Panel, ...] | list[Panel], cfg: dict, trace: Trace, verdi
     for v in complexity:
         _complexity_panel(next(axes_iter), v, trace)
     for ax in axes[0]:
+        _drawable_scales(ax)
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize=7.5, loc="best")
     fig.suptitle(title, fontsize=10)

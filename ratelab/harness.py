@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ratelab.claims import Verdict, check
+from ratelab.claims import Claim, Control, Verdict, check
 from ratelab.errors import RatelabError
 from ratelab.figures import plot_experiment, save_figure
 from ratelab.io import atomic_savez, atomic_write_json
@@ -45,16 +45,82 @@ def prepare_out(out: str | os.PathLike) -> Path:
     return path
 
 
-def plan(exp: Experiment, mode: str, overrides: dict[str, Any] | None = None) -> tuple[dict, list]:
-    """Resolve and check the config and build the claims: every input error surfaces here, before compute."""
-    cfg = exp.config(mode, overrides)
+def _check_sizes(cfg: dict[str, Any]) -> None:
     for name in ("seeds", "steps", "log_every"):
         check_positive_int(name, cfg[name])
     if cfg["steps"] % cfg["log_every"]:
         raise RatelabError(f"steps must be a multiple of log_every ({cfg['log_every']}), got {cfg['steps']}")
+
+
+def plan(exp: Experiment, mode: str, overrides: dict[str, Any] | None = None) -> tuple[dict, list[Claim]]:
+    """Resolve and check the config and build the claims: every input error surfaces here, before compute (the
+    controls' configs included)."""
+    cfg = exp.config(mode, overrides)
+    _check_sizes(cfg)
     if exp.validate is not None:
         exp.validate(cfg)
-    return cfg, exp.claims(cfg)
+    claims = exp.claims(cfg)
+    for claim in claims:
+        for control in claim.controls:
+            control_config(exp, mode, overrides, control)
+    return cfg, claims
+
+
+def control_config(exp: Experiment, mode: str, overrides: dict[str, Any] | None, control: Control) -> dict:
+    """The config a control runs on: the mode's config, the user's overrides, then the control's own changes.
+
+    The experiment's ``validate`` is not applied: it may reject exactly the regime a control moves into (a step
+    size outside a theorem's condition); the sizes are checked."""
+    try:
+        cfg = exp.config(mode, {**(overrides or {}), **dict(control.overrides)})
+    except RatelabError as err:
+        raise RatelabError(f"{exp.id}: control {control.id!r}: {err}") from None
+    _check_sizes(cfg)
+    return cfg
+
+
+def _chunks(cfg: dict[str, Any]) -> int:
+    n_blocks = cfg["steps"] // cfg["log_every"]
+    return max(1, min(n_blocks, math.ceil(cfg["steps"] * cfg["seeds"] / UPDATES_PER_CHUNK)))
+
+
+def run_controls(exp: Experiment, mode: str, overrides: dict[str, Any] | None, claims: list[Claim], trace: Trace,
+                 folder: Path, *, progress: bool | None = None,
+                 log: Callable[[str], None] = lambda msg: None) -> tuple[dict[str, dict[str, Trace]], dict[str, str]]:
+    """Run every distinct control config once (a control without overrides reuses ``trace``) and save its trace.
+
+    Returns claim id -> control id -> trace, and the files written (name -> file)."""
+    runs: dict[str, tuple[Trace, str]] = {}
+    files: dict[str, str] = {}
+    per_claim: dict[str, dict[str, Trace]] = {}
+    for claim in claims:
+        traces: dict[str, Trace] = {}
+        for control in claim.controls:
+            if not control.overrides:
+                traces[control.id] = trace
+                continue
+            key = json.dumps(dict(control.overrides), sort_keys=True, default=str)
+            if key not in runs:
+                cfg = control_config(exp, mode, overrides, control)
+                log(f"{exp.id}: control {control.id}: {control.change}")
+                name = f"control-{control.id}"
+                while name in files:
+                    name += "_"
+                ctrace = exp.execute(cfg, jax.random.key(cfg["seed"]), chunks=_chunks(cfg), progress=progress,
+                                     checkpoint=folder / f"checkpoint-{name}.npz")
+                save_trace(folder / f"{name}.npz", ctrace)
+                files[name] = f"{name}.npz"
+                runs[key] = (ctrace, name)
+            traces[control.id] = runs[key][0]
+        per_claim[claim.id] = traces
+    return per_claim, files
+
+
+def status_of(verdicts: list[dict]) -> str:
+    """An experiment's status from its verdicts' statuses: FAIL if any failed, else INCONCLUSIVE if any is, else
+    PASS."""
+    statuses = {v["status"] for v in verdicts}
+    return "FAIL" if "FAIL" in statuses else "INCONCLUSIVE" if "INCONCLUSIVE" in statuses else "PASS"
 
 
 def save_trace(path: Path, trace: Trace) -> None:
@@ -97,15 +163,15 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
             log(f"{exp.id}: unchanged config and code, reusing {folder / 'result.json'} (--force reruns)")
             return {**cached, "reused": True}
 
-    total = cfg["steps"] * cfg["seeds"]
-    n_blocks = cfg["steps"] // cfg["log_every"]
-    chunks = max(1, min(n_blocks, math.ceil(total / UPDATES_PER_CHUNK)))
     log(f"{exp.id}: running {mode} ({cfg['seeds']} seeds x {cfg['steps']} steps)")
     t0 = time.perf_counter()
-    trace = exp.execute(cfg, jax.random.key(cfg["seed"]), chunks=chunks, progress=progress,
+    trace = exp.execute(cfg, jax.random.key(cfg["seed"]), chunks=_chunks(cfg), progress=progress,
                         checkpoint=folder / "checkpoint.npz")
     wall = time.perf_counter() - t0
-    verdicts: list[Verdict] = [check(c, trace) for c in claims]
+    control_traces, control_files = run_controls(exp, mode, overrides, claims, trace, folder, progress=progress,
+                                                 log=log)
+    controls_s = time.perf_counter() - t0 - wall
+    verdicts: list[Verdict] = [check(c, trace, controls=control_traces[c.id]) for c in claims]
 
     save_trace(folder / "trace.npz", trace)
     plot_experiment(exp, cfg, trace, verdicts, folder / "figure.png")
@@ -125,12 +191,12 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
         "code_version": code_version(),
         "versions": versions(),
         "seed": cfg["seed"],
-        "timings": {"wall_s": wall, **trace.timings},
+        "timings": {"wall_s": wall, "controls_s": controls_s, **trace.timings},
         "divergence": {"diverged_seeds": diverged, "of": int(trace.diverged.size),
                        "first_k": float(trace.diverged_at[trace.diverged].min()) if diverged else None},
         "verdicts": [v.as_dict() for v in verdicts],
-        "status": "PASS" if all(v.passed for v in verdicts) else "FAIL",
-        "files": {"trace": "trace.npz", "figure": "figure.png", **extra},
+        "status": status_of([v.as_dict() for v in verdicts]),
+        "files": {"trace": "trace.npz", "figure": "figure.png", **extra, **control_files},
     }
     atomic_write_json(folder / "result.json", result)
     log(f"{exp.id}: {result['status']} in {wall:.1f}s (compile {trace.timings.get('compile_s', 0.0):.1f}s)")

@@ -12,6 +12,18 @@ from ratelab.io import atomic_write_json, atomic_write_text
 from ratelab.provenance import versions
 
 
+def control_text(v: dict) -> str:
+    """A claim's control outcome in a few words: each control's status, and WEAK when one of them passes."""
+    power = v.get("power", "none declared")
+    if power == "no control":
+        return "none can exist: " + v["claim"]["no_control"]
+    if power in ("not run", "none declared"):
+        return power
+    parts = ", ".join(f"{c['id']} {c['status']}" for c in v.get("controls", []))
+    return {"controlled": f"fails as it must ({parts})", "WEAK": f"WEAK: {parts}",
+            "inconclusive": f"inconclusive ({parts})"}[power]
+
+
 def rows(results: list[dict]) -> list[dict[str, Any]]:
     """Flatten results into one row per claim."""
     out = []
@@ -22,9 +34,30 @@ def rows(results: list[dict]) -> list[dict[str, Any]]:
                 "experiment": r["id"], "paper": r["paper"]["short"], "figure": r["figure"], "claim": c["id"],
                 "statement": c["statement"], "claimed": claimed_text(c), "measured": v["measured"], "ci": v["ci"],
                 "status": v["status"], "reason": v["reason"], "diverged_seeds": v["diverged_seeds"],
+                "seeds_needed": v.get("seeds_needed"), "power": v.get("power", "none declared"),
+                "control": control_text(v), "controls": v.get("controls", []),
                 "figure_path": f"{r['id']}/figure.png", "mode": r["mode"],
             })
     return out
+
+
+def summary(table: list[dict]) -> str:
+    """One line: claims by verdict, then by control outcome."""
+    n = len(table)
+    by = {s: sum(r["status"] == s for r in table) for s in ("PASS", "FAIL", "INCONCLUSIVE")}
+    pw = {p: sum(r["power"] == p for r in table) for p in ("controlled", "WEAK", "inconclusive", "not run",
+                                                           "no control", "none declared")}
+    controls = (f"controls: {pw['controlled']} fail as they must, {pw['WEAK']} WEAK, {pw['inconclusive']} "
+                f"inconclusive, {pw['no control']} cannot have one (reason stated)")
+    for p in ("not run", "none declared"):
+        if pw[p]:
+            controls += f", {pw[p]} {p}"
+    return f"{n} claims: {by['PASS']} PASS, {by['FAIL']} FAIL, {by['INCONCLUSIVE']} INCONCLUSIVE; {controls}"
+
+
+def all_passed(table: list[dict]) -> bool:
+    """Every claim PASSes and none is WEAK (a PASS whose control passes too is no evidence)."""
+    return all(r["status"] == "PASS" and r["power"] != "WEAK" for r in table)
 
 
 def md_cell(text: str) -> str:
@@ -58,35 +91,47 @@ def measured_text(row: dict) -> str:
 
 
 def console_table(table: list[dict]) -> str:
-    head = ("experiment", "claim", "claimed", "measured [95% CI]", "verdict")
-    body = [(r["experiment"], r["claim"], r["claimed"], measured_text(r), r["status"]) for r in table]
+    head = ("experiment", "claim", "claimed", "measured [95% CI]", "verdict", "control", "reason")
+    body = [(r["experiment"], r["claim"], r["claimed"], measured_text(r), r["status"], r["power"],
+             _short(r["reason"])) for r in table]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+    notes = [f"  {r['experiment']} / {r['claim']}: {r['status']}: {r['reason']}" for r in table
+             if r["status"] != "PASS" and len(r["reason"]) > 60]
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body), *([""] + notes if notes else []),
+                      "", summary(table)])
+
+
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def markdown(table: list[dict], *, link_root: str = "") -> str:
-    lines = ["| experiment | paper | claim | claimed | measured [95% CI] | verdict | figure |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| experiment | paper | claim | claimed | measured [95% CI] | verdict | control | figure |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in table:
         fig = f"[figure]({link_root}{r['figure_path']})"
         lines.append(f"| `{r['experiment']}` | {md_cell(r['paper'] + ', ' + r['figure'])} | {md_cell(r['statement'])} "
-                     f"| {r['claimed']} | {measured_text(r)} | **{r['status']}** | {fig} |")
+                     f"| {r['claimed']} | {measured_text(r)} | **{r['status']}** | {md_cell(r['control'])} | {fig} |")
     return "\n".join(lines)
 
 
 def write_report(out: str | Path, results: list[dict], mode: str) -> tuple[Path, Path]:
     out = Path(out)
     table = rows(results)
-    n_fail = sum(r["status"] == "FAIL" for r in table)
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     v = versions()
     md = [f"# ratelab verification report ({mode})", "",
-          f"{len(table)} claims, {len(table) - n_fail} PASS, {n_fail} FAIL. Generated {stamp} with jax {v['jax']} on "
-          f"{v['backend']}.", "", markdown(table), ""]
-    failures = [r for r in table if r["status"] == "FAIL"]
+          f"{summary(table)}. Generated {stamp} with jax {v['jax']} on {v['backend']}.", "", markdown(table), ""]
+    failures = [r for r in table if r["status"] != "PASS"]
     if failures:
-        md += ["## Failures", ""] + [f"- `{r['experiment']}` / {r['claim']}: {r['reason']}" for r in failures] + [""]
+        md += ["## Not passing", ""] + [f"- `{r['experiment']}` / {r['claim']}: {r['status']}, {r['reason']}"
+                                        for r in failures] + [""]
+    weak = [r for r in table if r["power"] in ("WEAK", "inconclusive")]
+    if weak:
+        md += ["## Controls that do not fail", ""] + [
+            f"- `{r['experiment']}` / {r['claim']}: {r['power']}: " + "; ".join(
+                f"{c['id']} {c['status']} ({c['reason']})" for c in r["controls"]) for r in weak] + [""]
     md += ["## Experiments", ""]
     for r in results:
         t = r["timings"]
@@ -130,9 +175,12 @@ def trace_html(trace: Any) -> str:
 
 def verdicts_html(verdicts: list[Any]) -> str:
     """Verdicts as an HTML table: claim, statement, claimed band, measured value with its interval, status, why."""
-    body = [[v.claim.id, v.claim.statement, claimed_text(v.as_dict()["claim"]),
-             measured_text({"measured": v.measured, "ci": v.ci}), v.status, v.reason] for v in verdicts]
-    return _html_table(["claim", "statement", "claimed", "measured [95% CI]", "verdict", "reason"], body)
+    body = []
+    for v in verdicts:
+        d = v.as_dict()
+        body.append([v.claim.id, v.claim.statement, claimed_text(d["claim"]), measured_text(d), v.status, v.reason,
+                     control_text(d)])
+    return _html_table(["claim", "statement", "claimed", "measured [95% CI]", "verdict", "reason", "control"], body)
 
 
 @dataclass(frozen=True)
@@ -147,15 +195,14 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return all(r["status"] == "PASS" for r in self.rows)
+        """Every claim PASSes and no claim is WEAK."""
+        return all_passed(self.rows)
 
     def __str__(self) -> str:
         return console_table(self.rows)
 
     def _repr_html_(self) -> str:
-        body = [[r["experiment"], r["claim"], r["statement"], r["claimed"], measured_text(r), r["status"]]
-                for r in self.rows]
-        n_fail = sum(r["status"] != "PASS" for r in self.rows)
-        return _html_table(["experiment", "claim", "statement", "claimed", "measured [95% CI]", "verdict"], body,
-                           f"{len(self.rows)} claims ({self.mode}), {len(self.rows) - n_fail} PASS, {n_fail} FAIL; "
-                           f"{self.markdown_path}")
+        body = [[r["experiment"], r["claim"], r["statement"], r["claimed"], measured_text(r), r["status"],
+                 r["control"]] for r in self.rows]
+        return _html_table(["experiment", "claim", "statement", "claimed", "measured [95% CI]", "verdict", "control"],
+                           body, f"{summary(self.rows)} ({self.mode}); {self.markdown_path}")

@@ -187,7 +187,7 @@ def test_false_claim_fails_with_its_numbers(false_claim, capsys, tmp_path):
     truth = fit_power_law(k, exact, window=(50, 5000)).exponent
     assert row["ci"][0] <= truth <= row["ci"][1]
     md = (out / "REPORT.md").read_text()
-    assert "**FAIL**" in md and "## Failures" in md
+    assert "**FAIL**" in md and "## Not passing" in md
 
 
 def test_crash_mid_run_leaves_no_result(false_claim, tmp_path):
