@@ -150,7 +150,8 @@ def _control_curves(ax, v: Verdict) -> None:
             continue
         drawn.add(key)
         mean = transform(values[ok], cv.claim.transform).mean(axis=0)
-        ax.plot(cv.trace.steps * cv.claim.samples_per_step, _plottable(mean), color=_CONTROL_COLORS[i % 4], ls="--", lw=1.3,
+        ax.plot(cv.trace.steps * cv.claim.samples_per_step, _plottable(mean), color=_CONTROL_COLORS[i % 4],
+                ls="--", lw=1.3,
                 label=f"control {cv.claim.id.split('/', 1)[-1]}: {cv.status} "
                       f"({cv.measured:.3g} [{cv.ci[0]:.3g}, {cv.ci[1]:.3g}])")
 
