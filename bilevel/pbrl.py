@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from bilevel.precision import float_array
 from bilevel.tabular_mdp import (
     check_mdp,
     draw_mdp,
@@ -123,10 +124,9 @@ def bilevel_rl(P: Any, rho: Any, r0: Any, phi: Any, target: Any, *, gamma: float
         raise RatelabError(f"phi must have shape [S, A, d] = [{S}, {A}, d], got {jnp.shape(phi)}")
     if jnp.shape(target) != (S, A):
         raise RatelabError(f"target must have shape ({S}, {A}), got {jnp.shape(target)}")
-    dt = jnp.result_type(float)
-    return BilevelRL(P=jnp.asarray(P, dt), rho=jnp.asarray(rho, dt), gamma=jnp.asarray(gamma, dt),
-                     tau=jnp.asarray(tau, dt), r0=jnp.asarray(r0, dt), phi=jnp.asarray(phi, dt),
-                     target=jnp.asarray(target, dt), beta=jnp.asarray(beta, dt), kind=kind)
+    a = lambda v: float_array("bilevel_rl", v)  # noqa: E731  (the caller's precision is kept)
+    return BilevelRL(P=a(P), rho=a(rho), gamma=a(gamma), tau=a(tau), r0=a(r0), phi=a(phi), target=a(target),
+                     beta=a(beta), kind=kind)
 
 
 def make_incentive_design(key: jax.Array, *, n_states: int = 5, n_actions: int = 3, gamma: float = 0.9,
@@ -288,7 +288,7 @@ def pbrl(lam: Any, step_size: Any, *, penalty: str = "value", inner_iters: int =
 
     def init(prob: BilevelRL, key: jax.Array) -> PBRLState:
         kx, kt = jax.random.split(key)
-        dt = prob.P.dtype
+        dt = jnp.result_type(prob.P)
         x = init_scale * jax.random.normal(kx, (prob.dim_x,), dt)
         theta = init_scale * jax.random.normal(kt, (prob.n_states, prob.n_actions), dt)
         V = optimal_values(prob, x, init_inner_iters)
@@ -341,7 +341,7 @@ def sampled_gradient(prob: BilevelRL, lam: Any, x: jax.Array, theta: jax.Array, 
     d_star = state_action_occupancy(prob.P, pi_star, prob.rho, prob.gamma).reshape(-1)
     idx = jax.random.categorical(k1, jnp.log(d_pi), shape=(batch,))
     idx_star = jax.random.categorical(k2, jnp.log(d_star), shape=(batch,))
-    phi = prob.phi.reshape(S * A, -1)
+    phi = jnp.asarray(prob.phi).reshape(S * A, -1)  # (a float64 leaf may be NumPy: bilevel.precision)
     gx = prob.beta * x + lam / (1.0 - prob.gamma) * (phi[idx_star].mean(0) - phi[idx].mean(0))
     s, a = idx // A, idx % A
     weight = Q_L[s, a] + lam * (Q_F[s, a] - prob.tau * jnp.log(pi[s, a]))
@@ -375,7 +375,7 @@ def pbrl_sampled(lam: Any, step_size: Any, *, batch: int = 16, inner_iters: int 
 
     def init(prob: BilevelRL, key: jax.Array) -> SampledState:
         kx, kt = jax.random.split(key)
-        dt = prob.P.dtype
+        dt = jnp.result_type(prob.P)
         x = init_scale * jax.random.normal(kx, (prob.dim_x,), dt)
         theta = init_scale * jax.random.normal(kt, (prob.n_states, prob.n_actions), dt)
         return SampledState(x, theta, optimal_values(prob, x, init_inner_iters), jnp.zeros((), jnp.int32))
