@@ -412,10 +412,10 @@ def reduced_logits(pi: jax.Array) -> jax.Array:
     return logp[:, :-1] - logp[:, -1:]
 
 
-def _newton(fun, z0: jax.Array, iters: int, max_step: float) -> tuple[jax.Array, jax.Array]:
+def _newton(fun, z0: jax.Array, iters: int, max_step: float) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Saddle-free Newton (|H| with an eigenvalue floor) inside a trust region: a step is accepted only if it
     decreases ``fun`` (then the radius doubles, up to ``max_step``), else the radius shrinks fourfold. One lax.scan;
-    returns (z, ||grad fun(z)||)."""
+    returns (z, ||grad fun(z)||, ||grad fun(z0)||)."""
     grad, hess = jax.grad(fun), jax.hessian(fun)
 
     def body(carry, _):
@@ -433,21 +433,22 @@ def _newton(fun, z0: jax.Array, iters: int, max_step: float) -> tuple[jax.Array,
                 jnp.where(ok, jnp.minimum(2.0 * radius, max_step), 0.25 * radius)), None
 
     (z, _, _), _ = jax.lax.scan(body, (z0, fun(z0), jnp.asarray(max_step, z0.dtype)), None, length=iters)
-    return z, jnp.linalg.norm(grad(z))
+    return z, jnp.linalg.norm(grad(z)), jnp.linalg.norm(grad(z0))
 
 
 def bilevel_solution(prob: BilevelRL, x0: jax.Array, *, vi_iters: int, newton_iters: int = 40,
                      max_step: float = 1.0) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The bilevel solution near ``x0``: Newton on the hyperobjective phi(x) = f(x, pi*_x) (implicit function
     theorem via differentiation through converged soft value iteration). Returns (x*, pi*_{x*}, ||grad phi(x*)||)."""
-    x, g = _newton(lambda z: hyperobjective(prob, z, vi_iters), x0, newton_iters, max_step)
+    x, g, _ = _newton(lambda z: hyperobjective(prob, z, vi_iters), x0, newton_iters, max_step)
     return x, optimal_policy(prob, x, optimal_values(prob, x, vi_iters)), g
 
 
 def penalized_solution(prob: BilevelRL, lam: Any, x0: jax.Array, pi0: jax.Array, *, vi_iters: int,
-                       newton_iters: int = 40, max_step: float = 1.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+                       newton_iters: int = 40, max_step: float = 1.0,
+                       with_start: bool = False) -> tuple[jax.Array, ...]:
     """A minimiser of F_lambda = f + lam * p (value penalty, exact V*) near (x0, pi0), by Newton in (x, reduced
-    logits). Returns (x_lambda, pi_lambda, ||grad F_lambda||)."""
+    logits). Returns (x_lambda, pi_lambda, ||grad F_lambda||), and ||grad F_lambda(x0, pi0)|| when ``with_start``."""
     dx = x0.shape[0]
     S, A = pi0.shape
 
@@ -456,5 +457,6 @@ def penalized_solution(prob: BilevelRL, lam: Any, x0: jax.Array, pi0: jax.Array,
         return upper_objective(prob, x, softmax_policy(th)) + lam * value_penalty_exact(prob, x, th, vi_iters)
 
     z0 = jnp.concatenate([x0, reduced_logits(pi0).reshape(-1)])
-    z, g = _newton(F, z0, newton_iters, max_step)
-    return z[:dx], softmax_policy(_full_logits(z[dx:].reshape(S, A - 1))), g
+    z, g, g0 = _newton(F, z0, newton_iters, max_step)
+    out = (z[:dx], softmax_policy(_full_logits(z[dx:].reshape(S, A - 1))), g)
+    return (*out, g0) if with_start else out
