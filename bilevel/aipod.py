@@ -20,7 +20,9 @@ solve (``hessian_inverse="solve"``, as the authors' synthetic code does) or by t
 eta sum_{n<N} (P_A (I - eta ∇_yy g))^n P_A v with one fresh Hessian sample per factor (``"neumann"``, as in their
 federated code with N = 3). NOTE: the authors' synthetic script omits the middle term -H' A^+' ∇_y f; it is
 needed for the true gradient when the lower constraint moves with x (H != 0), and tests/test_aipod.py checks the
-formula against finite differences of F restricted to X.
+formula against finite differences of F restricted to X. ``constraint_term=0`` reproduces the omission: the oracle
+is then biased, and :func:`mean_oracle_limit` gives the point where its mean vanishes (the problems are quadratic
+and the noise zero-mean and independent of the iterate, so E x_k follows the noise-free recursion).
 
 Algorithms (the stochastic implicit gradient h_k is the formula above with stochastic samples at (x_k, y_{k+1})):
 
@@ -43,12 +45,15 @@ Symbols -> arguments: alpha -> ``step_size``, beta -> ``lower_step_size``, S -> 
 ``neumann_steps``, eta -> ``neumann_step`` (default 1 / L_g, L_g the largest eigenvalue of V'∇_yy g V),
 T -> ``projection_interval``, p -> ``lower_prob``, lower batch -> ``lower_batch`` (a batch of b Gaussian gradient
 samples is drawn as their mean, one N(0, sigma^2 / b) vector). All step sizes and ``lower_prob`` are floats or
-schedules of the outer count k.
+schedules of the outer count k. :func:`aipod_variant` is the family in one solver (every numeric argument may be
+traced, so one compiled program runs a sweep over methods and schedules); the three named constructors are its
+special cases.
 
 Metrics: ``grad_norm_sq`` = ||P_X ∇F(xbar)||^2 at xbar = Proj_X(x_{k+1}) (the eps-stationarity measure; P_X the
 projector onto null(B)), ``dist_to_opt`` = ||xbar - x*||, ``y_gap`` = ||y_{k+1} - y*(x_k)||^2,
 ``upper_projections`` / ``lower_projections`` (cumulative counts), ``max_violation`` (running max of the
-constraint violation of every iterate the algorithm projected: |B x - e|_inf, |A y + H x - c|_inf).
+constraint violation of every iterate the algorithm projected: |B x - e|_inf, |A y + H x - c|_inf),
+``max_violation_any`` (the same over every iterate, projected or not: the lazy variants' unprojected ones too).
 """
 
 from __future__ import annotations

@@ -272,7 +272,7 @@ _QUICK = {
 # constraints, S = 5, T = 2, sigma = 0.1) uses a nonconvex upper objective without a closed form; it is not
 # reproduced here.
 _FULL = {
-    **_QUICK, "seeds": 256, "steps": 40_000, "log_every": 100, "eps_hi": 0.15, "eps_lo": 0.035,
+    **_QUICK, "seeds": 64, "steps": 40_000, "log_every": 100, "eps_hi": 0.15, "eps_lo": 0.035,
     "proj_eps_hi": 0.3, "proj_eps_lo": 0.065, "low_eps_hi": 0.2, "low_eps_lo": 0.035,
 }
 
@@ -437,7 +437,7 @@ _FED_QUICK = {
     "hess_sigma": 0.05, "alpha": 20.0, "beta": 1.0, "step_power": 0.5, "constraint_term": 1.0, "lower_steps": 1,
     "neumann_steps": 8, "interval": 4, "lower_prob_scale": 1.0, "n_eps": 6, "eps_hi": 0.012, "eps_lo": 0.004,
 }
-_FED_FULL = {**_FED_QUICK, "seeds": 256, "steps": 40_000, "log_every": 100, "eps_hi": 0.008, "eps_lo": 0.0022}
+_FED_FULL = {**_FED_QUICK, "seeds": 64, "steps": 40_000, "log_every": 100, "eps_hi": 0.008, "eps_lo": 0.0022}
 
 AIPOD_FEDERATED = register(Experiment(
     id="aipod-federated",

@@ -18,6 +18,14 @@ Experiments
   p(x_lambda, pi_lambda) = Theta(lambda^-2), distance ||x_lambda - x*|| = Theta(lambda^-1), objective gap
   phi* - F_lambda* = Theta(lambda^-1).
 
+Negative controls: alpha = 2.5 / L_lambda for the rate and descent claims (beyond 2 / L_lambda the descent lemma
+fails along the top curvature direction), the penalty constant held at lambda_min along the lambda sweep (slope 0),
+and Newton's starting point (the bilevel solution, not a stationary point of F_lambda) for the solver check. The
+descent lemma's ratio <= 1 gets a derived two-sided partner: R = 1 / (2 - alpha Q) exactly, Q the
+norm(grad F)^2-weighted mean curvature along the steps, so R in [1/2, 1] says 0 <= Q <= L_lambda on the path.
+pbrl-bellman's rate uses 256 quick seeds: with 4 its interval straddled the band's edge (the mean curve's slope over
+the window depends on how many seeds pass a slow saddle region inside it).
+
 Note on settings: the paper's Stackelberg / RLHF / incentive-design simulations use specific environments whose
 exact sizes we could not retrieve; the ``full`` configurations therefore use larger random tabular instances
 (|S| = 10, |A| = 4) with more seeds and iterations, not the authors' exact environments.
@@ -25,6 +33,7 @@ exact sizes we could not retrieve; the ``full`` configurations therefore use lar
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -139,7 +148,10 @@ def _execute_rate(cfg: dict[str, Any], key: jax.Array, **run_kw: Any) -> Trace:
     prob, L, make = _rate_setup(cfg)
     tr = sweep(make, [cfg["step_scale"] / L], prob, key, steps=cfg["steps"], seeds=cfg["seeds"],
                log_every=cfg["log_every"], x64=cfg["x64"], **run_kw)
-    return trace_from_arrays(tr.steps, {k: v[0] for k, v in tr.metrics.items()}, timings=tr.timings)
+    first = lambda a: a[0]  # noqa: E731  (the one swept value)
+    return replace(tr, metrics={k: first(v) for k, v in tr.metrics.items()}, diverged=first(tr.diverged),
+                   diverged_at=first(tr.diverged_at), final_state=jax.tree.map(first, tr.final_state),
+                   sweep_values=None)
 
 
 def _claims_rate(cfg: dict[str, Any]) -> list[Claim]:
