@@ -20,7 +20,9 @@ solve (``hessian_inverse="solve"``, as the authors' synthetic code does) or by t
 eta sum_{n<N} (P_A (I - eta ∇_yy g))^n P_A v with one fresh Hessian sample per factor (``"neumann"``, as in their
 federated code with N = 3). NOTE: the authors' synthetic script omits the middle term -H' A^+' ∇_y f; it is
 needed for the true gradient when the lower constraint moves with x (H != 0), and tests/test_aipod.py checks the
-formula against finite differences of F restricted to X.
+formula against finite differences of F restricted to X. ``constraint_term=0`` reproduces the omission: the oracle
+is then biased, and :func:`mean_oracle_limit` gives the point where its mean vanishes (the problems are quadratic
+and the noise zero-mean and independent of the iterate, so E x_k follows the noise-free recursion).
 
 Algorithms (the stochastic implicit gradient h_k is the formula above with stochastic samples at (x_k, y_{k+1})):
 
@@ -43,22 +45,25 @@ Symbols -> arguments: alpha -> ``step_size``, beta -> ``lower_step_size``, S -> 
 ``neumann_steps``, eta -> ``neumann_step`` (default 1 / L_g, L_g the largest eigenvalue of V'∇_yy g V),
 T -> ``projection_interval``, p -> ``lower_prob``, lower batch -> ``lower_batch`` (a batch of b Gaussian gradient
 samples is drawn as their mean, one N(0, sigma^2 / b) vector). All step sizes and ``lower_prob`` are floats or
-schedules of the outer count k.
+schedules of the outer count k. :func:`aipod_variant` is the family in one solver (every numeric argument may be
+traced, so one compiled program runs a sweep over methods and schedules); the three named constructors are its
+special cases.
 
 Metrics: ``grad_norm_sq`` = ||P_X ∇F(xbar)||^2 at xbar = Proj_X(x_{k+1}) (the eps-stationarity measure; P_X the
 projector onto null(B)), ``dist_to_opt`` = ||xbar - x*||, ``y_gap`` = ||y_{k+1} - y*(x_k)||^2,
 ``upper_projections`` / ``lower_projections`` (cumulative counts), ``max_violation`` (running max of the
-constraint violation of every iterate the algorithm projected: |B x - e|_inf, |A y + H x - c|_inf).
+constraint violation of every iterate the algorithm projected: |B x - e|_inf, |A y + H x - c|_inf),
+``max_violation_any`` (the same over every iterate, projected or not: the lazy variants' unprojected ones too).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 
 from bilevel.eq_problems import EqBilevelQuadratic
 from ratelab.schedules import as_schedule, power_decay
@@ -76,6 +81,7 @@ class AiPODState(NamedTuple):
     upper_projections: jax.Array
     lower_projections: jax.Array
     max_violation: jax.Array
+    max_violation_any: jax.Array
 
 
 class AiPODSample(NamedTuple):
@@ -138,6 +144,51 @@ def stationarity(problem: EqBilevelQuadratic, x: jax.Array) -> jax.Array:
     return g @ g
 
 
+
+def mean_oracle(problem: EqBilevelQuadratic, *, neumann_steps: int, neumann_step: float | None = None,
+                constraint_term: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The expected oracle of the Neumann variant at y = y*(x), an affine map E[h](x) = G x + g0 (float64 NumPy).
+
+    E[h](x) = gx + P' w + H' A^+' Q w - c H' A^+' gy with w = eta sum_{n<N} (P_A (I - eta Q))^n P_A gy (the N
+    Hessian samples are independent, so the expected product is the product of the expectations) and c the weight
+    of the constraint term. The dynamics are linear and every noise is zero-mean and independent of the current
+    iterate, so E x_k follows the noise-free recursion with this map.
+    """
+    neumann_steps = check_positive_int("neumann_steps", neumann_steps)
+    f = {k: np.asarray(getattr(problem, k), dtype=float) for k in
+         ("Fxx", "Fxy", "Fyy", "fx", "fy", "Q", "P", "H", "Ap", "PA", "Phi", "phi")}
+    eta = float(neumann_step) if neumann_step is not None else 1.0 / float(problem.lower_smoothness)
+    step = f["PA"] @ (np.eye(f["Q"].shape[0]) - eta * f["Q"])
+    term, M = f["PA"], np.zeros_like(f["Q"])
+    for _ in range(neumann_steps):
+        M, term = M + term, step @ term
+    M = eta * M
+    HtApt = f["H"].T @ f["Ap"].T
+    # gx = Gx x + gx0, gy = Gy x + gy0 along y = Phi x + phi
+    Gx, gx0 = f["Fxx"] + f["Fxy"] @ f["Phi"], f["Fxy"] @ f["phi"] + f["fx"]
+    Gy, gy0 = f["Fxy"].T + f["Fyy"] @ f["Phi"], f["Fyy"] @ f["phi"] + f["fy"]
+    W = f["P"].T @ M + HtApt @ f["Q"] @ M - float(constraint_term) * HtApt
+    return Gx + W @ Gy, gx0 + W @ gy0
+
+
+def mean_oracle_limit(problem: EqBilevelQuadratic, **oracle: Any) -> np.ndarray:
+    """The point x~ in X at which the expected oracle vanishes, P_X E[h](x~) = 0 (``oracle``: the arguments of
+    :func:`mean_oracle`). With decaying steps E x_k -> x~ and E||P_X grad F(x_k)||^2 -> ||P_X grad F(x~)||^2, a
+    floor: with the exact oracle, the truncation bias of the N-term Neumann series, O((1 - eta mu)^N); without the
+    -H' A^+' grad_y f term (``constraint_term=0``) the oracle is biased by it and x~ != x* whenever H != 0."""
+    G, g0 = mean_oracle(problem, **oracle)
+    PB, B, e = (np.asarray(getattr(problem, k), dtype=float) for k in ("PB", "B", "e"))
+    return np.linalg.lstsq(np.vstack([PB @ G, B]), np.concatenate([-PB @ g0, e]), rcond=None)[0]
+
+
+def mean_oracle_curvature(problem: EqBilevelQuadratic, **oracle: Any) -> float:
+    """mu: the smallest real part of the eigenvalues of the expected oracle's Jacobian G on null(B), the rate at
+    which E x_k contracts (per unit step) towards x~."""
+    G, _ = mean_oracle(problem, **oracle)
+    VB = scipy.linalg.null_space(np.asarray(problem.B, dtype=float))
+    return float(np.linalg.eigvals(VB.T @ G @ VB).real.min())
+
+
 # --- the solvers -----------------------------------------------------------------------------------------------
 def samples_per_step(*, lower_steps: int = 1, lower_batch: int = 1, neumann_steps: int = 10,
                      hessian_inverse: str = "neumann") -> int:
@@ -166,14 +217,47 @@ def expected_lower_projections(steps: Any, lower_prob: Any, lower_steps: int) ->
     return lower_steps * cum[k]
 
 
-def _make(step_size: Any, lower_step_size: Any, *, lower_steps: int, neumann_steps: int, neumann_step: float | None,
-          hessian_inverse: str, interval: int | None, rate: float, power: float, lower_prob: Any,
-          lower_batch: int) -> Solver:
+def _projection_due(k: jax.Array, interval: Any, rate: Any, power: Any, dt: Any) -> jax.Array:
+    """Whether the upper level projects at outer step k: floor(rate (k+1)^power / T) > floor(rate k^power / T)
+    (every T-th step for rate = power = 1; the times where floor(rate k^power) grows for T = 1)."""
+    kf = k.astype(dt)
+    lin = jnp.asarray(power, dt) == 1  # (k+1)^1 exactly: pow(x, 1.0) need not be exact, and floor would see it
+    now = jnp.where(lin, kf + 1, (kf + 1) ** power)
+    before = jnp.where(lin, kf, kf ** power)
+    return jnp.floor(rate * now / interval) > jnp.floor(rate * before / interval)
+
+
+def aipod_variant(step_size: Any, lower_step_size: Any, *, projection_interval: Any = 1, projection_rate: Any = 1.0,
+                  projection_power: Any = 1.0, lower_prob: Any = 1.0, lower_batch: Any = 1, lower_steps: int = 1,
+                  neumann_steps: int = 10, neumann_step: float | None = None, hessian_inverse: str = "neumann",
+                  constraint_term: Any = 1.0) -> Solver:
+    """The AiPOD family in one solver: :func:`aipod`, :func:`e_aipod` and :func:`e_aipod_small_batch` are its
+    special cases. Every numeric argument may be a JAX tracer, so one compiled program serves a sweep over variants
+    (methods, step schedules, the oracle's constraint term).
+
+    Args:
+      step_size, lower_step_size: alpha_k, beta_k (floats or schedules of the outer count k).
+      projection_interval, projection_rate, projection_power: the upper level projects at step k when
+        floor(rate (k+1)^power / T) > floor(rate k^power / T): every step (1, 1, 1), every T-th step (T, 1, 1), or
+        about rate k^power times in k steps (1, rate, power).
+      lower_prob: p_k, probability of a lower-level projection (float or schedule; 1 = always).
+      lower_batch: b, lower-level gradient samples averaged per step (noise N(0, sigma^2 / b)).
+      lower_steps, neumann_steps, neumann_step, hessian_inverse: S, N, eta and the Hessian-inverse estimate.
+      constraint_term: weight of the -H' A^+' grad_y f term of the implicit gradient: 1 (the exact formula) or 0
+        (the term dropped, as in the authors' synthetic script: a biased oracle whenever H != 0).
+    """
     check_positive("step_size", step_size)
     check_positive("lower_step_size", lower_step_size)
     lower_steps = check_positive_int("lower_steps", lower_steps)
     neumann_steps = check_positive_int("neumann_steps", neumann_steps)
-    lower_batch = check_positive_int("lower_batch", lower_batch)
+    for name, v in (("projection_interval", projection_interval), ("lower_batch", lower_batch)):
+        if not is_traced(v):
+            check_positive_int(name, v)
+    for name, v in (("projection_rate", projection_rate), ("projection_power", projection_power)):
+        if not is_traced(v):
+            check_in_range(name, v, 0.0, 1.0, closed="right")
+    if not is_traced(constraint_term):
+        check_in_range("constraint_term", constraint_term, 0.0, 1.0)
     check_choice("hessian_inverse", hessian_inverse, HESSIAN_INVERSES)
     if neumann_step is not None:
         check_positive("neumann_step", neumann_step)
@@ -187,17 +271,17 @@ def _make(step_size: Any, lower_step_size: Any, *, lower_steps: int, neumann_ste
         x = problem.project_x(problem.x0)
         y = problem.project_y(x, problem.y0)
         z = jnp.zeros((), x.dtype)
-        return AiPODState(x, y, jnp.zeros_like(y), jnp.zeros((), jnp.int32), z, z, z)
+        return AiPODState(x, y, jnp.zeros_like(y), jnp.zeros((), jnp.int32), z, z, z, z)
 
     def sample(problem: EqBilevelQuadratic, key: jax.Array, n: int) -> AiPODSample:
         # One bulk normal draw, cut into the pieces (one random kernel compiles much faster than six).
-        dx, dy, dt = problem.dim_x, problem.dim_y, problem.fx.dtype
+        dx, dy, dt = problem.dim_x, problem.dim_y, jnp.result_type(problem.fx)
         s, hs = problem.sigma, problem.hess_sigma
         sizes = (lower_steps * dy, dx, dy, n_hess * dy, dx, lower_steps)
         z = jax.random.normal(key, (n, sum(sizes)), dt)
         a, b, c, d, e = np.cumsum(sizes)[:-1]
         return AiPODSample(
-            lower_noise=s / math.sqrt(lower_batch) * z[:, :a].reshape(n, lower_steps, dy),
+            lower_noise=s / jnp.sqrt(jnp.asarray(lower_batch, dt)) * z[:, :a].reshape(n, lower_steps, dy),
             lower_u=jax.scipy.special.ndtr(z[:, e:]),  # Phi(N(0, 1)) ~ U(0, 1)
             fx_noise=s * z[:, a:b],
             fy_noise=s * z[:, b:c],
@@ -216,7 +300,7 @@ def _make(step_size: Any, lower_step_size: Any, *, lower_steps: int, neumann_ste
             y, r, n_proj = carry
             noise, u = inp
             z = y - beta * (problem.grad_y_g(x, y) + noise - r)
-            do = u < p
+            do = (u < p) | (p >= 1)
             y_p = problem.project_y(x, z - (beta / p) * r)
             r_p = r + (p / beta) * (y_p - z)
             return (jnp.where(do, y_p, z), jnp.where(do, r_p, r), n_proj + do.astype(dt)), do
@@ -233,32 +317,29 @@ def _make(step_size: Any, lower_step_size: Any, *, lower_steps: int, neumann_ste
         # Jacobian-vector and Hessian-vector samples: ∇_xy g w + noise ||w||, (Q + diag(D)) w.
         jac_w = -problem.P.T @ w + xi.jac_noise * jnp.sqrt(w @ w)
         HtApt = problem.H.T @ problem.Ap.T
-        h = gx - HtApt @ gy - jac_w + HtApt @ (problem.Q @ w + xi.hess_noise[-1] * w)
+        h = gx - jac_w + HtApt @ (problem.Q @ w + xi.hess_noise[-1] * w) - constraint_term * (HtApt @ gy)
         x_new = x - alpha * h
-        if interval is not None:
-            proj = (k + 1) % interval == 0
-        else:
-            kf = k.astype(dt)
-            proj = jnp.floor(rate * (kf + 1) ** power) > jnp.floor(rate * kf ** power)
+        proj = _projection_due(k, projection_interval, projection_rate, projection_power, dt)
         x_new = jnp.where(proj, problem.project_x(x_new), x_new)
         viol = jnp.maximum(jnp.where(proj, problem.upper_violation(x_new), 0.0),
                            jnp.where(did[-1], problem.lower_violation(x, y), 0.0))
         max_viol = jnp.maximum(state.max_violation, viol)
+        viol_any = jnp.maximum(problem.upper_violation(x_new), problem.lower_violation(x, y))
         xb = problem.project_x(x_new)
         g = problem.PB @ problem.grad_F(xb)
         dy_ = y - problem.y_star(x)
         dx_ = xb - problem.x_star
         new = AiPODState(x_new, y, r, k + 1, state.upper_projections + proj.astype(dt),
-                         state.lower_projections + n_proj, max_viol)
+                         state.lower_projections + n_proj, max_viol, jnp.maximum(state.max_violation_any, viol_any))
         return new, {"grad_norm_sq": g @ g, "dist_to_opt": jnp.sqrt(dx_ @ dx_), "y_gap": dy_ @ dy_,
                      "upper_projections": new.upper_projections, "lower_projections": new.lower_projections,
-                     "max_violation": max_viol}
+                     "max_violation": max_viol, "max_violation_any": new.max_violation_any}
 
     return Solver(init, step, sample)
 
 
 def aipod(step_size: Any, lower_step_size: Any, *, lower_steps: int = 1, neumann_steps: int = 10,
-          neumann_step: float | None = None, hessian_inverse: str = "neumann") -> Solver:
+          neumann_step: float | None = None, hessian_inverse: str = "neumann", constraint_term: Any = 1.0) -> Solver:
     """AiPOD (Xiao et al. 2023, Algorithm 1): S projected SGD steps on the lower level, then one projected SGD step
     on the upper level along the stochastic implicit gradient. Every step projects both levels.
 
@@ -269,39 +350,40 @@ def aipod(step_size: Any, lower_step_size: Any, *, lower_steps: int = 1, neumann
       neumann_steps: N, terms of the projected Neumann series.
       neumann_step: eta of the Neumann series (default 1 / L_g, L_g = largest eigenvalue of V'∇_yy g V).
       hessian_inverse: "neumann" (stochastic projected Neumann series) or "solve" (linear solve on null(A)).
+      constraint_term: 1 keeps the -H' A^+' grad_y f term of the implicit gradient; 0 drops it, as the authors'
+        synthetic script does (a biased oracle whenever H != 0; for comparison and negative controls).
     """
-    return _make(step_size, lower_step_size, lower_steps=lower_steps, neumann_steps=neumann_steps,
-                 neumann_step=neumann_step, hessian_inverse=hessian_inverse, interval=1, rate=1.0, power=1.0,
-                 lower_prob=1.0, lower_batch=1)
+    return aipod_variant(step_size, lower_step_size, lower_steps=lower_steps, neumann_steps=neumann_steps,
+                         neumann_step=neumann_step, hessian_inverse=hessian_inverse, constraint_term=constraint_term)
 
 
 def e_aipod(step_size: Any, lower_step_size: Any, *, projection_interval: int, lower_prob: Any,
             lower_batch: int | None = None, lower_steps: int = 1, neumann_steps: int = 10,
-            neumann_step: float | None = None, hessian_inverse: str = "neumann") -> Solver:
+            neumann_step: float | None = None, hessian_inverse: str = "neumann",
+            constraint_term: Any = 1.0) -> Solver:
     """E-AiPOD with an O(T) lower-level batch: upper projection every T = ``projection_interval`` steps, lower-level
     projection with probability ``lower_prob`` (ProxSkip control variate), lower batch ``lower_batch`` (default T).
-    Abstract: O~(eps^-2 / T) upper-level and O~(eps^-1.5 / T^(3/4)) lower-level projections."""
+    Abstract: O~(eps^-2 / T) upper-level and O~(eps^-1.5 / T^(3/4)) lower-level projections. Other arguments as
+    in :func:`aipod`."""
     T = check_positive_int("projection_interval", projection_interval)
-    b = T if lower_batch is None else lower_batch
-    return _make(step_size, lower_step_size, lower_steps=lower_steps, neumann_steps=neumann_steps,
-                 neumann_step=neumann_step, hessian_inverse=hessian_inverse, interval=T, rate=1.0, power=1.0,
-                 lower_prob=lower_prob, lower_batch=b)
+    return aipod_variant(step_size, lower_step_size, projection_interval=T, lower_prob=lower_prob,
+                         lower_batch=T if lower_batch is None else lower_batch, lower_steps=lower_steps,
+                         neumann_steps=neumann_steps, neumann_step=neumann_step, hessian_inverse=hessian_inverse,
+                         constraint_term=constraint_term)
 
 
 def e_aipod_small_batch(step_size: Any, lower_step_size: Any, *, lower_prob: Any, projection_rate: float = 1.0,
                         projection_power: float = 0.75, lower_batch: int = 1, lower_steps: int = 1,
                         neumann_steps: int = 10, neumann_step: float | None = None,
-                        hessian_inverse: str = "neumann") -> Solver:
+                        hessian_inverse: str = "neumann", constraint_term: Any = 1.0) -> Solver:
     """E-AiPOD with an O(1) lower-level batch: the upper level projects when floor(rate * k^power) increases
     (rate * k^(3/4) projections after k steps, i.e. O(eps^-1.5) for k ~ eps^-2), the lower level with probability
-    ``lower_prob``. Abstract: O~(eps^-1.5) upper- and lower-level projections with an O(1) batch."""
-    if not is_traced(projection_rate):
-        check_in_range("projection_rate", projection_rate, 0.0, 1.0, closed="right")
-    if not is_traced(projection_power):
-        check_in_range("projection_power", projection_power, 0.0, 1.0, closed="right")
-    return _make(step_size, lower_step_size, lower_steps=lower_steps, neumann_steps=neumann_steps,
-                 neumann_step=neumann_step, hessian_inverse=hessian_inverse, interval=None, rate=projection_rate,
-                 power=projection_power, lower_prob=lower_prob, lower_batch=lower_batch)
+    ``lower_prob``. Abstract: O~(eps^-1.5) upper- and lower-level projections with an O(1) batch. Other arguments
+    as in :func:`aipod`."""
+    return aipod_variant(step_size, lower_step_size, projection_rate=projection_rate,
+                         projection_power=projection_power, lower_prob=lower_prob, lower_batch=lower_batch,
+                         lower_steps=lower_steps, neumann_steps=neumann_steps, neumann_step=neumann_step,
+                         hessian_inverse=hessian_inverse, constraint_term=constraint_term)
 
 
 def sqrt_decay(scale: float) -> Any:

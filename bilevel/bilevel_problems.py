@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bilevel.precision import check_float_dtype, float_array
 from ratelab.errors import RatelabError
 from ratelab.validate import check_positive, check_positive_int
 
@@ -60,14 +61,15 @@ class QuadraticBilevel:
 
     def initial(self, key):
         kx, ky = jax.random.split(key)
-        return (self.a + self.init_scale * jax.random.normal(kx, self.a.shape, self.a.dtype),
-                self.b + self.init_scale * jax.random.normal(ky, self.b.shape, self.b.dtype))
+        return (self.a + self.init_scale * jax.random.normal(kx, self.a.shape, jnp.result_type(self.a)),
+                self.b + self.init_scale * jax.random.normal(ky, self.b.shape, jnp.result_type(self.b)))
 
     def solution(self):
         """(x*, y*) of BP: (I + M'M) x = a + M'(b - H^{-1}c), M = H^{-1}B, y* = y*(x*)."""
         M = jnp.linalg.solve(self.H, self.B)
         d = jnp.linalg.solve(self.H, self.c)
-        x = jnp.linalg.solve(jnp.eye(self.a.shape[0], dtype=self.a.dtype) + M.T @ M, self.a + M.T @ (self.b - d))
+        eye = jnp.eye(self.a.shape[0], dtype=jnp.result_type(self.a))
+        x = jnp.linalg.solve(eye + M.T @ M, self.a + M.T @ (self.b - d))
         return x, self.lower_solution(x)
 
     def penalised_solution(self, gamma, penalty: str = "value"):
@@ -83,7 +85,8 @@ class QuadraticBilevel:
         else:
             raise RatelabError(f"penalty must be 'value' or 'gradient', got {penalty!r}")
         # F = 1/2||x-a||^2 + 1/2||y-b||^2 + gamma/2 (y - Jx - r)' W (y - Jx - r)
-        Ix, Iy = jnp.eye(dx, dtype=self.a.dtype), jnp.eye(dy, dtype=self.a.dtype)
+        dt = jnp.result_type(self.a)
+        Ix, Iy = jnp.eye(dx, dtype=dt), jnp.eye(dy, dtype=dt)
         top = jnp.concatenate([Ix + gamma * J.T @ W @ J, -gamma * J.T @ W], axis=1)
         bot = jnp.concatenate([-gamma * W @ J, Iy + gamma * W], axis=1)
         rhs = jnp.concatenate([self.a - gamma * J.T @ W @ r, self.b + gamma * W @ r])
@@ -99,7 +102,9 @@ class QuadraticBilevel:
 def make_quadratic(key: jax.Array, *, dx: int = 4, dy: int = 6, mu: float = 1.0, L: float = 4.0,
                    coupling: float = 1.0, init_scale: float = 1.0, dtype: Any = None) -> QuadraticBilevel:
     """A random quadratic bilevel problem: H with spectrum evenly spread in [mu, L], B ~ coupling N(0, 1/dx).
-    The draws are float32 whatever the x64 setting, so a key gives the same problem in both precisions."""
+    The draws are float32 whatever the x64 setting, so a key gives the same problem in both precisions; the matrices
+    built from them are float64 and kept so (``dtype=None``; see :mod:`bilevel.precision`), or cast to ``dtype``."""
+    check_float_dtype("make_quadratic", dtype)
     dx = check_positive_int("dx", dx)
     dy = check_positive_int("dy", dy)
     check_positive("mu", mu)
@@ -111,8 +116,7 @@ def make_quadratic(key: jax.Array, *, dx: int = 4, dy: int = 6, mu: float = 1.0,
     ka, kb, kc, kq, kB = jax.random.split(key, 5)
     q, _ = np.linalg.qr(np.asarray(jax.random.normal(kq, (dy, dy), jnp.float32), dtype=float))
     H = (q * np.linspace(mu, L, dy)) @ q.T
-    dtype = dtype or jnp.result_type(float)
-    arr = lambda v: jnp.asarray(np.asarray(v, dtype=float), dtype)  # noqa: E731
+    arr = lambda v: float_array("make_quadratic", np.asarray(v, dtype=float), dtype)  # noqa: E731
     return QuadraticBilevel(
         a=arr(jax.random.normal(ka, (dx,), jnp.float32)), b=arr(jax.random.normal(kb, (dy,), jnp.float32)),
         c=arr(jax.random.normal(kc, (dy,), jnp.float32)), H=arr(0.5 * (H + H.T)),
@@ -139,13 +143,13 @@ class ManyMinimisers:
 
     def initial(self, key):
         k1, k2, k3 = jax.random.split(key, 3)
-        s = self.init_scale
-        return (s * jax.random.normal(k1, (self.dim,), s.dtype),
-                {"y1": s * jax.random.normal(k2, (self.dim,), s.dtype),
-                 "y2": s * jax.random.normal(k3, (self.dim,), s.dtype)})
+        s, dt = self.init_scale, jnp.result_type(self.init_scale)
+        return (s * jax.random.normal(k1, (self.dim,), dt),
+                {"y1": s * jax.random.normal(k2, (self.dim,), dt),
+                 "y2": s * jax.random.normal(k3, (self.dim,), dt)})
 
     def solution(self):
-        one = jnp.ones((self.dim,), self.init_scale.dtype)
+        one = jnp.ones((self.dim,), jnp.result_type(self.init_scale))
         return one, {"y1": one, "y2": one}
 
     def metrics(self, x, y):
@@ -155,11 +159,13 @@ class ManyMinimisers:
 
 def make_many_minimisers(key: jax.Array | None = None, *, dim: int = 2, init_scale: float = 1.0,
                          dtype: Any = None) -> ManyMinimisers:
-    """The non-singleton lower level of Liu et al. (ICML 2020) in ``dim`` dimensions (``key`` unused)."""
+    """The non-singleton lower level of Liu et al. (ICML 2020) in ``dim`` dimensions (``key`` unused; ``dtype`` as
+    in :func:`make_quadratic`)."""
     del key
+    check_float_dtype("make_many_minimisers", dtype)
     dim = check_positive_int("dim", dim)
     check_positive("init_scale", init_scale)
-    return ManyMinimisers(dim=dim, init_scale=jnp.asarray(init_scale, dtype or jnp.result_type(float)))
+    return ManyMinimisers(dim=dim, init_scale=float_array("make_many_minimisers", init_scale, dtype))
 
 
 @jax.tree_util.register_dataclass
@@ -189,8 +195,8 @@ class BoxConstrained:
 
     def initial(self, key):
         kx, ky = jax.random.split(key)
-        return (self.init_scale * jax.random.normal(kx, self.a.shape, self.a.dtype),
-                self.init_scale * jax.random.normal(ky, self.b.shape, self.b.dtype))
+        return (self.init_scale * jax.random.normal(kx, self.a.shape, jnp.result_type(self.a)),
+                self.init_scale * jax.random.normal(ky, self.b.shape, jnp.result_type(self.b)))
 
     def solution(self):
         """Per coordinate minimise phi(x) = 1/2(x - a)^2 + 1/2(clip(x) - b)^2: the candidates are the stationary
@@ -210,15 +216,16 @@ class BoxConstrained:
 
 def make_box_constrained(key: jax.Array, *, dim: int = 4, radius: float = 0.5, init_scale: float = 1.0,
                          dtype: Any = None) -> BoxConstrained:
-    """Random a, b ~ N(0, I); lower level constrained to the box [-radius, radius]^dim."""
+    """Random a, b ~ N(0, I); lower level constrained to the box [-radius, radius]^dim (``dtype`` as in
+    :func:`make_quadratic`)."""
+    check_float_dtype("make_box_constrained", dtype)
     dim = check_positive_int("dim", dim)
     check_positive("radius", radius)
     check_positive("init_scale", init_scale)
     ka, kb = jax.random.split(key)
-    dtype = dtype or jnp.result_type(float)
-    draw = lambda k: jnp.asarray(jax.random.normal(k, (dim,), jnp.float32), dtype)  # noqa: E731  (same in x64)
-    return BoxConstrained(a=draw(ka), b=draw(kb),
-                          r=jnp.asarray(radius, dtype), init_scale=jnp.asarray(init_scale, dtype))
+    arr = lambda v: float_array("make_box_constrained", v, dtype)  # noqa: E731
+    draw = lambda k: arr(np.asarray(jax.random.normal(k, (dim,), jnp.float32), dtype=float))  # noqa: E731 (same in x64)
+    return BoxConstrained(a=draw(ka), b=draw(kb), r=arr(radius), init_scale=arr(init_scale))
 
 
 @jax.tree_util.register_dataclass
@@ -253,8 +260,8 @@ class Toy:
     def initial(self, key):
         """The authors' initialisation: x ~ U(0, 3.5), y ~ U(-5, 8.5) (x is then projected onto C)."""
         kx, ky = jax.random.split(key)
-        return (jax.random.uniform(kx, (), self.lo.dtype, 0.0, 3.5),
-                jax.random.uniform(ky, (), self.lo.dtype, self.init_lo, self.init_hi))
+        dt = jnp.result_type(self.lo)
+        return (jax.random.uniform(kx, (), dt, 0.0, 3.5), jax.random.uniform(ky, (), dt, self.init_lo, self.init_hi))
 
     def local_minimisers(self, n: int = 30001) -> np.ndarray:
         """Local minimisers of F on C, located on a fine grid (interior minima and minimal endpoints)."""
@@ -269,11 +276,12 @@ class Toy:
 
 
 def make_toy(key: jax.Array | None = None, *, lo: float = 0.0, hi: float = 3.0, dtype: Any = None) -> Toy:
-    """The toy example of the paper's numerical verification (``key`` unused)."""
+    """The toy example of the paper's numerical verification (``key`` unused; ``dtype`` as in
+    :func:`make_quadratic`)."""
     del key
+    check_float_dtype("make_toy", dtype)
     if not (0.0 <= lo < hi):
         raise RatelabError(f"lo and hi must satisfy 0 <= lo < hi (the lower level needs x >= 0), got {lo}, {hi}")
-    dtype = dtype or jnp.result_type(float)
-    a = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+    a = lambda v: float_array("make_toy", v, dtype)  # noqa: E731
     return Toy(lo=a(lo), hi=a(hi), init_lo=a(-5.0), init_hi=a(8.5))
 

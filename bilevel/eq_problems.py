@@ -22,12 +22,14 @@ quadratic data, consensus constraints x_1 = ... = x_M and y_1 = ... = y_M, proje
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from bilevel.precision import check_float_dtype, float_array
 from ratelab.errors import RatelabError
 from ratelab.validate import check_nonnegative, check_positive, check_positive_int
 
@@ -154,12 +156,17 @@ def solve_lower(Q, P, q, A, H, c, x) -> np.ndarray:
 
 
 def build_problem(*, Fxx, Fxy, Fyy, fx, fy, Q, P, q, B, e, A, H, c, sigma: float = 1.0, hess_sigma: float = 0.0,
-                  x0=None, y0=None) -> EqBilevelQuadratic:
+                  x0=None, y0=None, dtype: Any = None) -> EqBilevelQuadratic:
     """Check shapes and conditions, solve both KKT systems and return an :class:`EqBilevelQuadratic`.
 
     Requires Q positive definite on null(A) (a strongly convex lower level on Y(x)), A of full row rank (so Y(x) is
     never empty), B x = e consistent, and F strongly convex on null(B) (a unique x*).
+
+    Everything is computed in float64 and kept so (``dtype=None``: float64 NumPy arrays when JAX's x64 mode is off,
+    so ``ratelab.run(..., x64=True)`` sees unrounded projectors; see :mod:`bilevel.precision`); an explicit
+    ``dtype`` casts (a 64-bit one needs x64).
     """
+    check_float_dtype("build_problem", dtype)
     arr = {k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in dict(
         Fxx=Fxx, Fxy=Fxy, Fyy=Fyy, fx=fx, fy=fy, Q=Q, P=P, q=q, B=B, e=e, A=A, H=H, c=c).items()}
     dx, dy = arr["fx"].shape[0], arr["fy"].shape[0]
@@ -205,8 +212,7 @@ def build_problem(*, Fxx, Fxy, Fyy, fx, fy, Q, P, q, B, e, A, H, c, sigma: float
     y0_np = np.zeros(dy) if y0 is None else np.asarray(y0, dtype=float)
     if x0_np.shape != (dx,) or y0_np.shape != (dy,):
         raise RatelabError(f"x0 and y0 must have shapes ({dx},) and ({dy},), got {x0_np.shape} and {y0_np.shape}")
-    dt = jnp.result_type(float)
-    j = lambda a: jnp.asarray(a, dt)  # noqa: E731
+    j = lambda a: float_array("build_problem", a, dtype)  # noqa: E731  (float64 kept: the projectors are exact)
     return EqBilevelQuadratic(
         Fxx=j(arr["Fxx"]), Fxy=j(arr["Fxy"]), Fyy=j(arr["Fyy"]), fx=j(arr["fx"]), fy=j(arr["fy"]), Q=j(Q_np),
         P=j(arr["P"]), q=j(arr["q"]), B=j(B_np), e=j(arr["e"]), A=j(A_np), H=j(arr["H"]), c=j(arr["c"]),

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bilevel.precision import check_float_dtype, float_array
 from ratelab.errors import RatelabError
 from ratelab.validate import check_in_range, check_nonnegative, check_positive, check_positive_int
 
@@ -57,7 +58,7 @@ class HyperCleaning:
         return self.X_tr.shape[0]
 
     def init_params(self, key: jax.Array) -> dict[str, jax.Array]:
-        d, dt = self.X_tr.shape[1], self.X_tr.dtype
+        d, dt = self.X_tr.shape[1], jnp.result_type(self.X_tr)
         k1, k2 = jax.random.split(key)
         if self.hidden == 0:
             return {"W": jax.random.normal(k1, (d, self.classes), dt) / np.sqrt(d), "b": jnp.zeros(self.classes, dt)}
@@ -81,7 +82,7 @@ class HyperCleaning:
 
     def initial(self, key):
         """x = 0 (every weight 1/2, as in the authors' code), y: a random initialisation of the model."""
-        return jnp.zeros(self.n_train, self.X_tr.dtype), self.init_params(key)
+        return jnp.zeros(self.n_train, jnp.result_type(self.X_tr)), self.init_params(key)
 
     def metrics(self, x, y):
         acc = jnp.mean(jnp.argmax(self.logits(y, self.X_test), axis=1) == self.b_test)
@@ -104,12 +105,13 @@ class StochasticHyperCleaning(HyperCleaning):
                 "val": jax.random.randint(kv, (self.batch_size,), 0, self.X_val.shape[0])}
 
     def upper(self, x, y, batch=None):
-        i = batch["val"]
-        return jnp.mean(_ce(self.logits(y, self.X_val[i]), self.b_val[i]))
+        i = batch["val"]  # (jnp.asarray: a float64 leaf may be a NumPy array, see bilevel.precision)
+        return jnp.mean(_ce(self.logits(y, jnp.asarray(self.X_val)[i]), self.b_val[i]))
 
     def lower(self, x, y, batch=None):
         i = batch["tr"]
-        return jnp.mean(jax.nn.sigmoid(x[i]) * _ce(self.logits(y, self.X_tr[i]), self.b_tr[i])) + self._reg(y)
+        X = jnp.asarray(self.X_tr)[i]
+        return jnp.mean(jax.nn.sigmoid(x[i]) * _ce(self.logits(y, X), self.b_tr[i])) + self._reg(y)
 
 
 def gaussian_mixture(key: jax.Array, n: int, *, means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +129,9 @@ def make_hypercleaning(key: jax.Array, *, n_train: int = 1000, n_val: int = 1000
     (draws in float32/int32 whatever the x64 setting, so a key gives the same data in both precisions).
 
     ``hidden = 0`` gives the linear model, ``hidden > 0`` the sigmoid MLP; ``batch_size > 0`` the minibatch variant.
+    The features are float64 and kept so (``dtype=None``; see :mod:`bilevel.precision`), or cast to ``dtype``.
     """
+    check_float_dtype("make_hypercleaning", dtype)
     for name, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("features", features)):
         check_positive_int(name, v)
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
@@ -149,10 +153,10 @@ def make_hypercleaning(key: jax.Array, *, n_train: int = 1000, n_val: int = 1000
     bad[np.argsort(np.asarray(jax.random.uniform(kc, (n_train,), jnp.float32)), kind="stable")[:n_bad]] = True
     shift = np.asarray(jax.random.randint(kl, (n_train,), 1, classes, jnp.int32))  # a different class, uniformly
     noisy = np.where(bad, (b_tr + shift) % classes, b_tr)
-    dtype = dtype or jnp.result_type(float)
-    kw = dict(X_tr=jnp.asarray(X_tr, dtype), b_tr=jnp.asarray(noisy, jnp.int32), corrupted=jnp.asarray(bad),
-              X_val=jnp.asarray(X_val, dtype), b_val=jnp.asarray(b_val, jnp.int32), X_test=jnp.asarray(X_te, dtype),
-              b_test=jnp.asarray(b_te, jnp.int32), reg=jnp.asarray(reg, dtype), hidden=hidden, classes=classes)
+    arr = lambda v: float_array("make_hypercleaning", v, dtype)  # noqa: E731
+    kw = dict(X_tr=arr(X_tr), b_tr=jnp.asarray(noisy, jnp.int32), corrupted=jnp.asarray(bad), X_val=arr(X_val),
+              b_val=jnp.asarray(b_val, jnp.int32), X_test=arr(X_te), b_test=jnp.asarray(b_te, jnp.int32),
+              reg=arr(reg), hidden=hidden, classes=classes)
     if batch_size:
         return StochasticHyperCleaning(**kw, batch_size=batch_size)
     return HyperCleaning(**kw)

@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from bilevel.precision import float_array
 from bilevel.tabular_mdp import (
     check_mdp,
     draw_mdp,
@@ -123,10 +124,9 @@ def bilevel_rl(P: Any, rho: Any, r0: Any, phi: Any, target: Any, *, gamma: float
         raise RatelabError(f"phi must have shape [S, A, d] = [{S}, {A}, d], got {jnp.shape(phi)}")
     if jnp.shape(target) != (S, A):
         raise RatelabError(f"target must have shape ({S}, {A}), got {jnp.shape(target)}")
-    dt = jnp.result_type(float)
-    return BilevelRL(P=jnp.asarray(P, dt), rho=jnp.asarray(rho, dt), gamma=jnp.asarray(gamma, dt),
-                     tau=jnp.asarray(tau, dt), r0=jnp.asarray(r0, dt), phi=jnp.asarray(phi, dt),
-                     target=jnp.asarray(target, dt), beta=jnp.asarray(beta, dt), kind=kind)
+    a = lambda v: float_array("bilevel_rl", v)  # noqa: E731  (the caller's precision is kept)
+    return BilevelRL(P=a(P), rho=a(rho), gamma=a(gamma), tau=a(tau), r0=a(r0), phi=a(phi), target=a(target),
+                     beta=a(beta), kind=kind)
 
 
 def make_incentive_design(key: jax.Array, *, n_states: int = 5, n_actions: int = 3, gamma: float = 0.9,
@@ -288,7 +288,7 @@ def pbrl(lam: Any, step_size: Any, *, penalty: str = "value", inner_iters: int =
 
     def init(prob: BilevelRL, key: jax.Array) -> PBRLState:
         kx, kt = jax.random.split(key)
-        dt = prob.P.dtype
+        dt = jnp.result_type(prob.P)
         x = init_scale * jax.random.normal(kx, (prob.dim_x,), dt)
         theta = init_scale * jax.random.normal(kt, (prob.n_states, prob.n_actions), dt)
         V = optimal_values(prob, x, init_inner_iters)
@@ -341,7 +341,7 @@ def sampled_gradient(prob: BilevelRL, lam: Any, x: jax.Array, theta: jax.Array, 
     d_star = state_action_occupancy(prob.P, pi_star, prob.rho, prob.gamma).reshape(-1)
     idx = jax.random.categorical(k1, jnp.log(d_pi), shape=(batch,))
     idx_star = jax.random.categorical(k2, jnp.log(d_star), shape=(batch,))
-    phi = prob.phi.reshape(S * A, -1)
+    phi = jnp.asarray(prob.phi).reshape(S * A, -1)  # (a float64 leaf may be NumPy: bilevel.precision)
     gx = prob.beta * x + lam / (1.0 - prob.gamma) * (phi[idx_star].mean(0) - phi[idx].mean(0))
     s, a = idx // A, idx % A
     weight = Q_L[s, a] + lam * (Q_F[s, a] - prob.tau * jnp.log(pi[s, a]))
@@ -375,7 +375,7 @@ def pbrl_sampled(lam: Any, step_size: Any, *, batch: int = 16, inner_iters: int 
 
     def init(prob: BilevelRL, key: jax.Array) -> SampledState:
         kx, kt = jax.random.split(key)
-        dt = prob.P.dtype
+        dt = jnp.result_type(prob.P)
         x = init_scale * jax.random.normal(kx, (prob.dim_x,), dt)
         theta = init_scale * jax.random.normal(kt, (prob.n_states, prob.n_actions), dt)
         return SampledState(x, theta, optimal_values(prob, x, init_inner_iters), jnp.zeros((), jnp.int32))
@@ -412,10 +412,10 @@ def reduced_logits(pi: jax.Array) -> jax.Array:
     return logp[:, :-1] - logp[:, -1:]
 
 
-def _newton(fun, z0: jax.Array, iters: int, max_step: float) -> tuple[jax.Array, jax.Array]:
+def _newton(fun, z0: jax.Array, iters: int, max_step: float) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Saddle-free Newton (|H| with an eigenvalue floor) inside a trust region: a step is accepted only if it
     decreases ``fun`` (then the radius doubles, up to ``max_step``), else the radius shrinks fourfold. One lax.scan;
-    returns (z, ||grad fun(z)||)."""
+    returns (z, ||grad fun(z)||, ||grad fun(z0)||)."""
     grad, hess = jax.grad(fun), jax.hessian(fun)
 
     def body(carry, _):
@@ -433,21 +433,22 @@ def _newton(fun, z0: jax.Array, iters: int, max_step: float) -> tuple[jax.Array,
                 jnp.where(ok, jnp.minimum(2.0 * radius, max_step), 0.25 * radius)), None
 
     (z, _, _), _ = jax.lax.scan(body, (z0, fun(z0), jnp.asarray(max_step, z0.dtype)), None, length=iters)
-    return z, jnp.linalg.norm(grad(z))
+    return z, jnp.linalg.norm(grad(z)), jnp.linalg.norm(grad(z0))
 
 
 def bilevel_solution(prob: BilevelRL, x0: jax.Array, *, vi_iters: int, newton_iters: int = 40,
                      max_step: float = 1.0) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The bilevel solution near ``x0``: Newton on the hyperobjective phi(x) = f(x, pi*_x) (implicit function
     theorem via differentiation through converged soft value iteration). Returns (x*, pi*_{x*}, ||grad phi(x*)||)."""
-    x, g = _newton(lambda z: hyperobjective(prob, z, vi_iters), x0, newton_iters, max_step)
+    x, g, _ = _newton(lambda z: hyperobjective(prob, z, vi_iters), x0, newton_iters, max_step)
     return x, optimal_policy(prob, x, optimal_values(prob, x, vi_iters)), g
 
 
 def penalized_solution(prob: BilevelRL, lam: Any, x0: jax.Array, pi0: jax.Array, *, vi_iters: int,
-                       newton_iters: int = 40, max_step: float = 1.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+                       newton_iters: int = 40, max_step: float = 1.0,
+                       with_start: bool = False) -> tuple[jax.Array, ...]:
     """A minimiser of F_lambda = f + lam * p (value penalty, exact V*) near (x0, pi0), by Newton in (x, reduced
-    logits). Returns (x_lambda, pi_lambda, ||grad F_lambda||)."""
+    logits). Returns (x_lambda, pi_lambda, ||grad F_lambda||), and ||grad F_lambda(x0, pi0)|| when ``with_start``."""
     dx = x0.shape[0]
     S, A = pi0.shape
 
@@ -456,5 +457,6 @@ def penalized_solution(prob: BilevelRL, lam: Any, x0: jax.Array, pi0: jax.Array,
         return upper_objective(prob, x, softmax_policy(th)) + lam * value_penalty_exact(prob, x, th, vi_iters)
 
     z0 = jnp.concatenate([x0, reduced_logits(pi0).reshape(-1)])
-    z, g = _newton(F, z0, newton_iters, max_step)
-    return z[:dx], softmax_policy(_full_logits(z[dx:].reshape(S, A - 1))), g
+    z, g, g0 = _newton(F, z0, newton_iters, max_step)
+    out = (z[:dx], softmax_policy(_full_logits(z[dx:].reshape(S, A - 1))), g)
+    return (*out, g0) if with_start else out

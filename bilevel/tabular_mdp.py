@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from bilevel.precision import float_array
 from ratelab.errors import RatelabError
 from ratelab.mdp import (  # noqa: F401  (re-exported: the PBRL module and its tests use them from here)
     bellman_matrix,
@@ -83,9 +84,8 @@ def check_mdp(P: Any, r: Any, rho: Any, gamma: Any, tau: Any) -> None:
 def tabular_mdp(P: Any, r: Any, rho: Any, *, gamma: float, tau: float) -> TabularMDP:
     """Build a :class:`TabularMDP` after :func:`check_mdp`."""
     check_mdp(P, r, rho, gamma, tau)
-    dtype = jnp.result_type(float)
-    return TabularMDP(P=jnp.asarray(P, dtype), r=jnp.asarray(r, dtype), rho=jnp.asarray(rho, dtype),
-                      gamma=jnp.asarray(gamma, dtype), tau=jnp.asarray(tau, dtype))
+    a = lambda v: float_array("tabular_mdp", v)  # noqa: E731  (the caller's precision is kept)
+    return TabularMDP(P=a(P), r=a(r), rho=a(rho), gamma=a(gamma), tau=a(tau))
 
 
 def numpy_rng(key: jax.Array) -> np.random.Generator:
@@ -140,7 +140,7 @@ def soft_value_iteration(P: jax.Array, r: jax.Array, gamma: Any, tau: Any, iters
     The error after k steps is at most gamma^k ||V0 - V*||_inf (contraction); differentiable by autodiff.
     """
     check_positive_int("iters", iters)
-    V = jnp.zeros(P.shape[0], P.dtype) if V0 is None else V0
+    V = jnp.zeros(P.shape[0], jnp.result_type(P)) if V0 is None else V0
     V, _ = jax.lax.scan(lambda v, _: (soft_bellman(P, r, v, gamma, tau), None), V, None, length=iters)
     return V
 
@@ -159,7 +159,7 @@ def soft_optimal_value(P: jax.Array, r: jax.Array, gamma: Any, tau: Any, iters: 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _soft_optimal_value(iters: int, P: jax.Array, r: jax.Array, gamma: Any, tau: Any) -> jax.Array:
-    V0 = jnp.zeros(P.shape[0], r.dtype)
+    V0 = jnp.zeros(P.shape[0], jnp.result_type(r))
     V, _ = jax.lax.scan(lambda v, _: (soft_bellman(P, r, v, gamma, tau), None), V0, None, length=iters)
     return V
 
@@ -199,12 +199,12 @@ def sample_returns(key: jax.Array, mdp: TabularMDP, pi: jax.Array, *, episodes: 
         s, disc, ret = carry
         ka, ks = jax.random.split(k)
         a = jax.random.categorical(ka, logpi[s])
-        reward = mdp.r[s, a] - mdp.tau * logpi[s, a]
-        s_next = jax.random.categorical(ks, jnp.log(mdp.P[s, a]))
+        reward = jnp.asarray(mdp.r)[s, a] - mdp.tau * logpi[s, a]  # (a float64 leaf may be NumPy: bilevel.precision)
+        s_next = jax.random.categorical(ks, jnp.log(jnp.asarray(mdp.P)[s, a]))
         return (s_next, disc * mdp.gamma, ret + disc * reward), None
 
     def one(s, k):
-        init = (s, jnp.ones((), mdp.r.dtype), jnp.zeros((), mdp.r.dtype))
+        init = (s, jnp.ones((), jnp.result_type(mdp.r)), jnp.zeros((), jnp.result_type(mdp.r)))
         (_, _, ret), _ = jax.lax.scan(step, init, jax.random.split(k, horizon))
         return ret
 

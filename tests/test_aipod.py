@@ -11,10 +11,13 @@ import scipy.optimize
 
 from bilevel.aipod import (
     aipod,
+    aipod_variant,
     e_aipod,
     e_aipod_small_batch,
     expected_lower_projections,
     implicit_gradient,
+    mean_oracle_curvature,
+    mean_oracle_limit,
     projected_hessian_solve,
     projected_neumann,
     quarter_decay,
@@ -25,7 +28,7 @@ from bilevel.aipod import (
 )
 from bilevel.eq_problems import build_problem, make_federated_bilevel, make_quadratic_bilevel, solve_lower
 from ratelab import RatelabError
-from ratelab.runner import run
+from ratelab.runner import run, sweep
 
 
 def _problem(seed=0, **kw):
@@ -196,8 +199,69 @@ def test_federated_projections_are_client_averages():
         (lambda: e_aipod(0.1, 1.0, projection_interval=0, lower_prob=0.5), "projection_interval must be"),
         (lambda: e_aipod(0.1, 1.0, projection_interval=2, lower_prob=1.5), r"lower_prob must lie in \(0.0, 1.0\]"),
         (lambda: e_aipod_small_batch(0.1, 1.0, lower_prob=0.5, projection_rate=2.0), "projection_rate must lie"),
+        (lambda: aipod(0.1, 1.0, constraint_term=2.0), "constraint_term must lie"),
+        (lambda: aipod_variant(0.1, 1.0, projection_power=1.5), "projection_power must lie"),
+        (lambda: aipod_variant(0.1, 1.0, lower_batch=0), "lower_batch must be an integer"),
+        (lambda: build_problem(
+            Fxx=np.eye(2), Fxy=np.zeros((2, 2)), Fyy=np.eye(2), fx=np.zeros(2), fy=np.zeros(2), Q=np.eye(2),
+            P=np.zeros((2, 2)), q=np.zeros(2), B=[[1.0, 0.0]], e=[0.0], A=[[1.0, 0.0]], H=np.zeros((1, 2)), c=[0.0],
+            dtype="int32"), "dtype must be None or a floating dtype"),
     ],
 )
 def test_bad_input_is_rejected_with_a_clear_message(call, message):
     with pytest.raises(RatelabError, match=message):
         call()
+
+
+def test_the_biased_oracle_converges_to_its_closed_form_floor():
+    """sigma = 0: without the -H' A^+' grad_y f term AiPOD converges to x~ of mean_oracle_limit (not x*), where the
+    stationarity is the predicted floor ||P_X grad F(x~)||^2 > 0; with the term, x~ = x* up to the Neumann bias."""
+    p = _problem(4, sigma=0.0, hess_sigma=0.0)
+    solver = aipod(0.5, 1.0, lower_steps=3, neumann_steps=40, constraint_term=0.0)
+    tr = run(solver, p, 0, steps=3000, seeds=1, log_every=3000, x64=True)
+    x_t = mean_oracle_limit(p, neumann_steps=40, constraint_term=0.0)
+    np.testing.assert_allclose(tr.final_state.x[0], x_t, atol=1e-7)
+    with jax.enable_x64(True):
+        floor = float(stationarity(p, jnp.asarray(x_t)))
+    assert floor > 1e-3
+    assert tr["grad_norm_sq"][0, -1] == pytest.approx(floor, rel=1e-6)
+    np.testing.assert_allclose(mean_oracle_limit(p, neumann_steps=40), _np(p.x_star), atol=1e-10)
+    assert mean_oracle_curvature(p, neumann_steps=40) > 0
+
+
+def test_one_program_for_the_variants_equals_the_constructors():
+    """The experiments' sweep over a table of traced variant parameters runs the same iterations as e_aipod and
+    e_aipod_small_batch built one by one (the table's rows: method x step power x constraint weight)."""
+    from experiments.aipod import _QUICK, _maker, _rows
+
+    cfg = {**_QUICK, "neumann_steps": 4}
+    p = _problem(0, **{k: cfg[k] for k in ("dim_x", "dim_y", "upper_constraints", "lower_constraints")})
+    kw = dict(steps=300, seeds=1, log_every=100, aggregate="mean", x64=True)
+    swept = sweep(_maker(cfg, 3), _rows(cfg, 3)[1:], p, 3, **kw)
+    a, b, q = sqrt_decay(cfg["alpha"]), sqrt_decay(cfg["beta"]), quarter_decay(cfg["lower_prob_scale"])
+    common = dict(lower_steps=cfg["lower_steps"], neumann_steps=cfg["neumann_steps"])
+    singles = (e_aipod(a, b, projection_interval=cfg["interval"], lower_prob=q, **common),
+               e_aipod_small_batch(a, b, lower_prob=q, projection_rate=cfg["projection_rate"], **common))
+    for i, solver in enumerate(singles):
+        one = run(solver, p, 3, **kw)
+        for name in ("grad_norm_sq", "upper_projections", "lower_projections", "max_violation_any"):
+            np.testing.assert_allclose(swept[name][i], one[name], rtol=1e-9, atol=1e-13)
+
+
+def test_float64_data_keep_their_precision_outside_x64():
+    """Built with x64 off, the float64 projectors stay float64 (NumPy arrays), so a float64 run keeps the iterates
+    feasible to ~1e-14 rather than float32's ~1e-7; an explicit float64 dtype without x64 is refused."""
+    args = dict(Fxx=np.eye(3), Fxy=np.zeros((3, 3)), Fyy=np.eye(3), fx=np.ones(3) / 3, fy=np.zeros(3), Q=np.eye(3),
+                P=np.eye(3) / 7, q=np.ones(3) / 3, B=[[1.0, 2.0, 3.0]], e=[0.1], A=[[3.0, 1.0, 1.0]],
+                H=[[1.0, 1.0, 0.3]], c=[0.7], sigma=0.1, hess_sigma=0.01)
+    assert not jax.config.jax_enable_x64
+    p = build_problem(**args)
+    assert p.PB.dtype == np.float64 and p.Ap.dtype == np.float64
+    tr = run(aipod(sqrt_decay(0.5), sqrt_decay(1.0), neumann_steps=4), p, 0, steps=500, seeds=2, log_every=500,
+             x64=True)
+    assert tr["max_violation"].max() < 1e-12
+    with pytest.raises(RatelabError, match="build_problem: dtype float64 needs JAX's x64"):
+        build_problem(**args, dtype=np.float64)
+    assert build_problem(**args, dtype=np.float32).PB.dtype == jnp.float32
+    with jax.enable_x64(True):
+        assert isinstance(build_problem(**args).PB, jax.Array)

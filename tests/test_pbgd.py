@@ -245,3 +245,38 @@ def test_bad_problem_and_generator_arguments():
         make_toy(lo=-1.0)
     with pytest.raises(RatelabError, match="hidden"):
         make_hypercleaning(jax.random.key(0), hidden=-2)
+    with pytest.raises(RatelabError, match="dtype must be None or a floating dtype"):
+        make_toy(dtype="int32")
+
+
+def test_builders_keep_float64_outside_x64_and_refuse_a_64_bit_dtype_there():
+    """Built with x64 off, float64 problem data stay float64 (NumPy arrays): a float64 run then matches the float64
+    closed form to 1e-12, where float32-rounded data would leave a gap near 1e-7."""
+    assert not jax.config.jax_enable_x64
+    p = make_quadratic(jax.random.key(3), dx=3, dy=4)
+    assert p.H.dtype == np.float64 and not isinstance(p.H, jax.Array)
+    assert make_hypercleaning(jax.random.key(0), n_train=20, n_val=10, n_test=10).X_tr.dtype == np.float64
+    tr = run(_vp(5.0), p, 0, steps=6000, seeds=1, log_every=6000, x64=True)
+    with jax.enable_x64(True):
+        x, _ = jax.tree.map(jnp.asarray, p).penalised_solution(5.0)
+    np.testing.assert_allclose(tr.final_state.x[0], x, atol=1e-12)
+    for make in (lambda d: make_quadratic(jax.random.key(0), dtype=d), lambda d: make_toy(dtype=d),
+                 lambda d: make_many_minimisers(dtype=d), lambda d: make_box_constrained(jax.random.key(0), dtype=d),
+                 lambda d: make_hypercleaning(jax.random.key(0), n_train=8, n_val=4, n_test=4, dtype=d)):
+        with pytest.raises(RatelabError, match="dtype float64 needs JAX's x64"):
+            make(np.float64)
+        assert jax.tree.leaves(make(np.float32))[0].dtype in (jnp.float32, jnp.int32)
+
+
+def test_a_step_of_one_over_gamma_is_unstable_at_every_lower_level_solution_of_the_toy():
+    """The toy's negative control: the y-curvature of F_gamma = f + gamma g at (x, -x) is
+    gamma (2 + 2x) - 16 cos(2 - 4x) / (1 + e^(2 - 4x)) (closed form, checked by autodiff) and at least 20.7 on
+    C = [0, 3] for gamma = 10 (at x = 0), so alpha = 1/gamma gives alpha L_gamma > 2: gradient descent cannot settle
+    there."""
+    p, gamma = make_toy(), 10.0
+    xs = np.linspace(0.0, 3.0, 3001)
+    curv = gamma * (2 + 2 * xs) - 16 * np.cos(2 - 4 * xs) / (1 + np.exp(2 - 4 * xs))
+    with jax.enable_x64(True):
+        d2 = jax.vmap(jax.grad(jax.grad(lambda x, y: p.upper(x, y) + gamma * p.lower(x, y), argnums=1), argnums=1))
+        np.testing.assert_allclose(np.asarray(d2(jnp.asarray(xs), -jnp.asarray(xs))), curv, rtol=1e-10)
+    assert curv.min() > 20.7 and curv.min() / gamma > 2

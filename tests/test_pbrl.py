@@ -17,6 +17,7 @@ from bilevel.pbrl import (
     pbrl,
     pbrl_sampled,
     penalized_solution,
+    reduced_logits,
     reward,
     sampled_gradient,
     upper_objective,
@@ -262,3 +263,57 @@ def test_experiment_configs_are_validated():
     for e in (exp, rate, get("pbrl-bellman"), get("pbrl-rlhf")):
         e.validate(e.config("quick"))
         e.validate(e.config("full"))
+
+
+def test_user_data_keep_their_float64_precision_outside_x64():
+    m = _mdp()
+    P, r, rho = (np.asarray(a, dtype=np.float64) for a in (m.P, m.r, m.rho))
+    with jax.enable_x64(False):
+        prob = bilevel_rl(P, rho, r, np.zeros((5, 3, 2)), r, gamma=0.9, tau=0.2, beta=1.0, kind="incentive")
+        assert prob.P.dtype == np.float64 and not isinstance(prob.P, jax.Array)
+        assert tabular_mdp(P, r, rho, gamma=0.9, tau=0.1).r.dtype == np.float64
+        assert bilevel_rl(P.astype(np.float32), rho, r, np.zeros((5, 3, 2)), r, gamma=0.9, tau=0.2, beta=1.0,
+                          kind="incentive").P.dtype == jnp.float32
+    np.testing.assert_array_equal(prob.P, P)  # unrounded
+
+
+def test_descent_ratio_is_the_mean_value_identity_of_the_logged_steps():
+    """descent_ratio_K = sum_{k<K} alpha/2 ||g_k||^2 / (F_0 - F_K), and F_k - F_{k+1} = alpha ||g_k||^2
+    (1 - alpha q_k / 2) defines the curvature q_k along step k: R = 1 / (2 - alpha Q) with Q the ||g||^2-weighted
+    mean of q_k (the two-sided claim's identity); here every q_k lies in [0, 1/alpha], so R is in [1/2, 1]."""
+    prob = make_incentive_design(jax.random.key(0), n_states=4, n_actions=2, tau=1.0)
+    alpha = 0.1
+    solver = pbrl(2.0, alpha, inner_iters=20, init_scale=0.3)
+
+    @jax.jit
+    def go(key):
+        def one(s, _):
+            s, m = solver.step(s, prob, key)
+            return s, (m["penalized"], m["grad_norm_sq"], m["descent_ratio"])
+
+        return jax.lax.scan(one, solver.init(prob, key), None, length=300)[1]
+
+    F, g2, ratio = (np.asarray(v) for v in go(jax.random.key(1)))
+    q = 2 * (F[1:] - F[:-1] + alpha * g2[:-1]) / (alpha**2 * g2[:-1])
+    Q = np.cumsum(g2[:-1] * q) / np.cumsum(g2[:-1])
+    np.testing.assert_allclose(ratio[1:], 1.0 / (2.0 - alpha * Q), rtol=1e-8)
+    big = g2[:-1] > 1e-10  # below, F's differences are rounding noise
+    assert big.sum() > 50 and np.all(q[big] > -1e-6) and np.all(alpha * q[big] <= 1.0)
+    assert np.all((ratio[1:] >= 0.5 - 1e-9) & (ratio[1:] <= 1.0))
+
+
+def test_penalized_solution_reports_the_gradient_at_its_start():
+    prob = make_incentive_design(jax.random.key(5), n_states=4, n_actions=2)
+    x0 = jnp.zeros(prob.dim_x)
+    pi0 = jax.jit(lambda z: optimal_policy(prob, z, optimal_values(prob, z, VI)))(x0)
+    x, pi, g, g0 = jax.jit(lambda: penalized_solution(prob, 30.0, x0, pi0, vi_iters=VI, newton_iters=25,
+                                                      with_start=True))()
+    th = reduced_logits(pi0)
+
+    def F(x_, th_):
+        full = jnp.concatenate([th_, jnp.zeros((th_.shape[0], 1))], axis=-1)
+        return upper_objective(prob, x_, softmax_policy(full)) + 30.0 * value_penalty_exact(prob, x_, full, VI)
+
+    gx, gt = jax.jit(jax.grad(F, argnums=(0, 1)))(x0, th)
+    assert float(g0) == pytest.approx(float(jnp.sqrt(jnp.sum(gx**2) + jnp.sum(gt**2))), rel=1e-9)
+    assert float(g0) > 1e-3 and float(g) / 30.0 < 1e-8  # the start is far from stationary, the end is solved
