@@ -36,7 +36,7 @@ Experiments
     experiments         every registered Experiment (imports the ``experiments`` package)
     get                 one registered Experiment by id
     run_experiment      run (or reuse) one Experiment and write its folder
-    verify              run experiments, judge every claim, write REPORT.md and report.json
+    verify              run experiments, judge every claim, write REPORT.md, report.json and index.html
     plot_trace          the figure of a Trace, with a Verdict's fitted and claimed lines
 
 Errors

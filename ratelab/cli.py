@@ -1,4 +1,4 @@
-"""The ``ratelab`` command line: ``list``, ``run``, ``verify`` and ``scale``.
+"""The ``ratelab`` command line: ``list``, ``run``, ``verify``, ``report`` and ``scale``.
 
 Exit status: 0 when every judged claim passes, 1 when one fails, 2 on a usage or input error (one line on
 stderr naming the argument and what is allowed; no traceback).
@@ -64,9 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="run one experiment and judge its claims")
     p_run.add_argument("id", help="experiment id (see 'ratelab list')")
     _add_run_options(p_run)
-    p_ver = sub.add_parser("verify", help="run experiments, judge every claim, write REPORT.md and report.json")
+    p_ver = sub.add_parser("verify", help="run experiments, judge each claim, write REPORT.md, report.json, index.html")
     p_ver.add_argument("--only", nargs="+", metavar="ID", help="only these experiments")
     _add_run_options(p_ver)
+    p_rep = sub.add_parser("report", help="write index.html for an existing results folder")
+    p_rep.add_argument("folder", help="a results folder (with report.json or ID/result.json files)")
     p_scale = sub.add_parser("scale", help="bilevel data selection on a sharded mesh: memory/FLOP plan or a run")
     p_scale.add_argument("--model", default="tiny", help="tiny, small, 1b or 7b (default: tiny)")
     p_scale.add_argument("--mesh", default="data=1", help="AXIS=SIZE,... with AXIS in data, fsdp, tensor")
@@ -140,7 +142,7 @@ def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
         report = verify(ids, args.mode, out=args.out, overrides=overrides, force=args.force, progress=args.progress,
                         log=_log)
         print(console_table(report.rows))
-        print(f"\nreport: {report.markdown_path}")
+        print(f"\nreport: {report.markdown_path}, page: {report.markdown_path.parent / 'index.html'}")
         return EXIT_OK if report.passed else EXIT_FAIL
     (exp,) = [get(i) for i in ids]
     plan(exp, args.mode, overrides)  # every input error before any compute
@@ -160,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_list(args)
         if args.command == "run":
             return _cmd_run(args, [args.id])
+        if args.command == "report":
+            from ratelab.html import write_page
+
+            print(write_page(args.folder))
+            return EXIT_OK
         if args.command == "scale":
             from ratelab.scale import run_command
 

@@ -22,6 +22,7 @@ import numpy as np
 from ratelab.claims import Claim, Control, Verdict, check
 from ratelab.errors import RatelabError
 from ratelab.figures import plot_experiment, save_figure
+from ratelab.html import write_page
 from ratelab.io import atomic_savez, atomic_write_json
 from ratelab.provenance import code_version, config_hash, versions
 from ratelab.registry import Experiment, experiments, get
@@ -185,6 +186,7 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
         "paper": {"key": exp.paper.key, "short": exp.paper.short, "citation": exp.paper.cite(), "url": exp.paper.url},
         "figure": exp.figure,
         "title": exp.title,
+        "package": exp.package,
         "mode": mode,
         "config": cfg,
         "config_hash": chash,
@@ -216,4 +218,5 @@ def verify(ids: list[str] | tuple[str, ...] | None = None, mode: str = "quick", 
     results = [run_experiment(e, mode, out=out, overrides=overrides, force=force, progress=progress, log=log)
                for e in exps]
     md, js = write_report(out, results, mode)
+    write_page(out)  # index.html, from the files just written
     return Report(mode, results, rows(results), md, js)

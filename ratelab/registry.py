@@ -6,8 +6,11 @@ An experiment module (one per paper) defines an :class:`Experiment` and calls :f
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -99,6 +102,31 @@ class Experiment:
                 raise RatelabError(f"unknown setting {key!r} for {self.id}; allowed: {', '.join(sorted(cfg))}")
             cfg[key] = coerce(key, value, cfg[key])
         return cfg
+
+    @property
+    def package(self) -> str:
+        """The solver family: the top-level package beside ``ratelab`` (``bilevel``, ``rl_theory``,
+        ``riemannian``, ...) whose code the experiment's module imports; several joined by ``+``; ``other`` when
+        it imports none (a solver written in the module itself)."""
+        module = sys.modules.get(getattr(self.execute, "__module__", "") or "")
+        names = [module.__name__] if module else []
+        names += [v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", None) or ""
+                  for v in (vars(module).values() if module else ())]
+        found = sorted({top for top in (n.partition(".")[0] for n in names if isinstance(n, str)) if _is_family(top)})
+        return "+".join(found) or "other"
+
+
+def _is_family(top: str) -> bool:
+    """A first-party package of solvers: a package in the folder that holds ``ratelab`` (not the harness, the
+    paper modules or the tests)."""
+    if top in ("ratelab", "experiments", "tests", ""):
+        return False
+    module = sys.modules.get(top)
+    path = getattr(module, "__file__", None)
+    return bool(path and hasattr(module, "__path__") and Path(path).resolve().parent.parent == _ROOT)
+
+
+_ROOT = Path(__file__).resolve().parent.parent
 
 
 def coerce(key: str, value: Any, like: Any) -> Any:
