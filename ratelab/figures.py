@@ -236,7 +236,8 @@ def draw(panels: tuple[Panel, ...] | list[Panel], cfg: dict, trace: Trace, verdi
 def plot_experiment(exp: Experiment, cfg: dict, trace: Trace, verdicts: list[Verdict],
                     path: str | os.PathLike) -> None:
     """Draw the experiment's figure and write it atomically to ``path`` (PNG)."""
-    status = "PASS" if all(v.passed for v in verdicts) else "FAIL"
+    statuses = {v.status for v in verdicts}
+    status = "FAIL" if "FAIL" in statuses else "INCONCLUSIVE" if "INCONCLUSIVE" in statuses else "PASS"
     wrapped = textwrap.fill(exp.title, width=int(80 * (len(exp.panels) + 1)))
     save_figure(draw(exp.panels, cfg, trace, verdicts, f"{exp.paper.short}, {exp.figure}: {status}\n{wrapped}"), path)
 
