@@ -142,6 +142,12 @@ class Claim:
         return self.expected - tol, self.expected + tol
 
 
+def overall_status(statuses: Any) -> str:
+    """Several verdicts' status as one: FAIL if any failed, else INCONCLUSIVE if any is, else PASS."""
+    statuses = set(statuses)
+    return "FAIL" if "FAIL" in statuses else "INCONCLUSIVE" if "INCONCLUSIVE" in statuses else "PASS"
+
+
 POWERS = ("controlled", "WEAK", "inconclusive", "not run", "no control", "none declared")
 
 

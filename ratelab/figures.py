@@ -14,7 +14,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ratelab.claims import Claim, Verdict
+from ratelab.claims import Claim, Verdict, overall_status
 from ratelab.errors import RatelabError
 from ratelab.io import atomic_write
 from ratelab.rates import samples_to_reach, transform
@@ -236,8 +236,7 @@ def draw(panels: tuple[Panel, ...] | list[Panel], cfg: dict, trace: Trace, verdi
 def plot_experiment(exp: Experiment, cfg: dict, trace: Trace, verdicts: list[Verdict],
                     path: str | os.PathLike) -> None:
     """Draw the experiment's figure and write it atomically to ``path`` (PNG)."""
-    statuses = {v.status for v in verdicts}
-    status = "FAIL" if "FAIL" in statuses else "INCONCLUSIVE" if "INCONCLUSIVE" in statuses else "PASS"
+    status = overall_status(v.status for v in verdicts)
     wrapped = textwrap.fill(exp.title, width=int(80 * (len(exp.panels) + 1)))
     save_figure(draw(exp.panels, cfg, trace, verdicts, f"{exp.paper.short}, {exp.figure}: {status}\n{wrapped}"), path)
 

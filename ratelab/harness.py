@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ratelab.claims import Claim, Control, Verdict, check
+from ratelab.claims import Claim, Control, Verdict, check, overall_status
 from ratelab.errors import RatelabError
 from ratelab.figures import plot_experiment, save_figure
 from ratelab.html import write_page
@@ -120,8 +120,7 @@ def run_controls(exp: Experiment, mode: str, overrides: dict[str, Any] | None, c
 def status_of(verdicts: list[dict]) -> str:
     """An experiment's status from its verdicts' statuses: FAIL if any failed, else INCONCLUSIVE if any is, else
     PASS."""
-    statuses = {v["status"] for v in verdicts}
-    return "FAIL" if "FAIL" in statuses else "INCONCLUSIVE" if "INCONCLUSIVE" in statuses else "PASS"
+    return overall_status(v["status"] for v in verdicts)
 
 
 def save_trace(path: Path, trace: Trace) -> None:
