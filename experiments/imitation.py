@@ -2,10 +2,16 @@
 MIMIC-MD with known transitions, NBCU / WBCU with a supplementary dataset of varying quality, and MB-TAIL vs OAL
 against the number of interaction episodes.
 
-Every curve is measured by sampling datasets in JAX (trajectories by ``lax.scan`` over H, datasets of several N from
-one max-N buffer and a mask, everything ``vmap``-ed over seeds and N or budgets) and evaluating each learned policy
+Every curve is measured by sampling datasets in JAX (trajectories by ``lax.scan`` over H, the dataset of N being the
+first N of a buffer of keys, everything ``vmap``-ed over seeds and N or budgets) and evaluating each learned policy
 exactly by backward induction; the x axis is N, H, the data quality or the interaction budget, so the traces come
 from ``trace_from_arrays`` (the configs' ``steps`` is the number of x values; nothing iterates over it).
+
+Instances do not line up with the learners by accident: Reset-Cliff's expert action differs by state (s mod |A| by
+default) and is drawn per seed where a learner could favour an action index (NBCU / WBCU, MIMIC-MD, MB-TAIL).
+Each claim's negative control is a curve of the same compiled study (a fixed instance, the no-cliff variant, the
+pooled BC, NBCU / BC / MIMIC-MD in another's place), except il-mimic-n's fixed-instance control, which reruns the
+LPs on 8 seeds.
 """
 
 from __future__ import annotations
@@ -625,7 +631,9 @@ IL_MBTAIL = register(Experiment(
     ),
     validate=_validate_mbtail,
     extra_figures={"gap_vs_interactions": _mbtail_figure},
-    notes="The authors' public code (instance settings, constants) could not be retrieved here: sizes, the Hedge step "
+    notes="Expert actions are drawn per seed and state. At these budgets RF-Express's bonus 15 H^2 beta / n exceeds H "
+          "everywhere, so W = H and its random tie-breaking explores uniformly (as the algorithm does). "
+          "The authors' public code (instance settings, constants) could not be retrieved here: sizes, the Hedge step "
           "eta, T and OAL's step sizes / bonus are our choices (documented in rl_theory.mbtail).",
     tags=("imitation-learning",),
 ))

@@ -13,7 +13,9 @@ Papers
   Algorithms", NeurIPS 2023, arXiv:2301.11687. With an expert dataset D_E and a supplementary dataset D_S of mixed
   quality, NBCU is BC on the union D_U = D_E u D_S; WBCU is weighted BC on D_U with importance weights
   w(s, a) = c(s, a) / (1 - c(s, a)), where the discriminator c maximises
-  E_{D_E}[log c(s, a)] + E_{D_U}[log(1 - c(s, a))] (so that at the optimum w = d_E / d_U).
+  E_{D_E}[log c(s, a)] + E_{D_U}[log(1 - c(s, a))] (so that at the optimum w = d_E / d_U). Over tabular features
+  that optimum is known in closed form (:func:`density_ratio_weights`, the default); a logistic discriminator on
+  other features is trained by Adam (:func:`discriminator_weights`).
 
 Symbols -> arguments: N (``mask.sum()``: the first N rows of a max-N buffer are the dataset), H (the second axis of
 ``states``), pi_h(a|s) (``pi[h, s, a]``), D_E / D_S (``expert_*`` / ``supp_*`` arrays), the discriminator's
