@@ -7,14 +7,14 @@ unseen (h, s)) and evaluate J(pi_E) - J(pi_BC) exactly by backward induction. Tw
 (a) NumPy: for each seed and N a fresh ``np.random.default_rng``; trajectories vectorised over the N rows with one
     Python iteration per step h (inverse-CDF draws of the expert's action and the next state), BC counts by
     ``np.add.at``, backward induction by a loop over h - the way a reference script would write it;
-(b) ratelab: ``rl_theory.imitation.bc_gap_study`` under one ``jit``: ``vmap`` over seeds and N, a max-N buffer of
-    trajectories per (seed, N) drawn by ``lax.scan`` over H, the first N rows masked in. Execution and compile time
-    are reported apart.
+(b) ratelab: ``rl_theory.imitation.bc_gap_study`` under one ``jit``: ``vmap`` over seeds and the sum_j N_j
+    trajectories of all N (static), drawn by ``lax.scan`` over H, counted per N. Execution and compile time are
+    reported apart.
 
 Both estimate the same mean gap; each is checked against the closed form (``bc_gap_reset_cliff``) within 4 standard
 errors (exit status 1 otherwise). ratelab runs in float64 like NumPy. The ratio printed is NumPy time / ratelab
-execution time. ratelab draws a full max-N buffer for every (seed, N) because the instance changes with N (about
-3x the trajectories NumPy draws on this grid): the price of vmapping over N. Run from the repository root::
+execution time. With static N, ratelab draws the same number of trajectories as NumPy (a traced N would draw a
+max-N buffer per N instead, about 3x as many on this grid). Run from the repository root::
 
     python benchmarks/bc_gap.py            # 256 seeds, N = 64..2048, |S| = 10, H = 8 (about a minute on 2 cores)
     python benchmarks/bc_gap.py --quick    # 64 seeds
@@ -28,7 +28,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rl_theory.imitation import bc_gap_reset_cliff, bc_gap_study, stack_mdps
@@ -40,10 +39,9 @@ def numpy_study(S: int, A: int, H: int, ns: np.ndarray, seeds: int) -> np.ndarra
     out = np.empty((seeds, ns.size))
     for i in range(seeds):
         for j, n in enumerate(ns):
-            mdp = reset_cliff(S, A, H, lower_bound_rho(S, int(n)))
-            P, r, rho = (np.asarray(x) for x in (mdp.P, mdp.r, mdp.rho))
-            pi_e = np.zeros((H, S, A))
-            pi_e[..., 0] = 1.0
+            with jax.enable_x64(True):  # float64 rho, as the NumPy loop uses
+                mdp = reset_cliff(S, A, H, lower_bound_rho(S, int(n)))
+                P, r, rho, pi_e = (np.asarray(x) for x in (mdp.P, mdp.r, mdp.rho, reset_cliff_expert(mdp)))
             rng = np.random.default_rng([i, j])
             cdf_rho, cdf_p, cdf_pi = np.cumsum(rho), np.cumsum(P, axis=-1), np.cumsum(pi_e, axis=-1)
             s = np.minimum((rng.random(n)[:, None] * cdf_rho[-1] >= cdf_rho).sum(-1), S - 1)
@@ -70,9 +68,10 @@ def ratelab_study(S: int, A: int, H: int, ns: np.ndarray, seeds: int) -> tuple[n
         pi_e = reset_cliff_expert(reset_cliff(S, A, H))
         keys = jax.random.split(jax.random.key(0), seeds)
         t0 = time.perf_counter()
-        exe = jax.jit(bc_gap_study, static_argnums=4).lower(mdps, pi_e, jnp.asarray(ns), keys, int(ns[-1])).compile()
+        ns_static = tuple(int(n) for n in ns)  # static N: only sum_j N_j trajectories are drawn, not N_max per N
+        exe = jax.jit(bc_gap_study, static_argnums=(2, 4)).lower(mdps, pi_e, ns_static, keys, int(ns[-1])).compile()
         t1 = time.perf_counter()
-        gaps = np.asarray(jax.block_until_ready(exe(mdps, pi_e, jnp.asarray(ns), keys)))
+        gaps = np.asarray(jax.block_until_ready(exe(mdps, pi_e, keys)))
         t2 = time.perf_counter()
     return gaps, t1 - t0, t2 - t1
 

@@ -3,11 +3,21 @@
 * ``msa-linear3``: three coupled linear strongly monotone sequences, steps c/(k + k0) on all: every
   E||z_m - z_m*||^2 = O(1/k) (Theorem 1), checked against the exact second-moment recursion.
 * ``msa-nonlinear``: two coupled nonlinear strongly monotone sequences, same steps and claim.
-* ``msa-timescales``: two coupled linear sequences run twice on the same noise: single timescale (both steps
+* ``msa-timescales``: two coupled linear sequences run on the same noise: single timescale (both steps
   Theta(1/k): both errors O(1/k)) and two timescales (fast step Theta(k^-a), a < 1: the fast sequence only
   reaches k^-a), the comparison the paper draws with two-timescale analyses.
 * ``msa-nonconvex``: a stochastic bilevel problem with a nonconvex upper level as three sequences (x, y, w);
   constant steps Theta(1/sqrt K) for each horizon K: (1/K) sum_k E||grad F(x_k)||^2 = O(K^-1/2) (Theorem 2).
+
+Negative controls run inside the same compiled sweep (common random numbers), as extra curves that the controls
+judge: steps c/(k + k0)^(2/3) on every sequence (SA with steps a_k >> 1/k has error Theta(a_k), so O(1/k) must
+fail), two-timescale steps for the fast sequence, single-timescale steps for the two-timescale claim, and steps
+Theta(1/K) instead of Theta(1/sqrt K) for Theorem 2 (sum_k a_k = Theta(1) then: x barely moves).
+
+Seeds. The quick configs use 1000 seeds (2000 for the three sequences of ``msa-linear3``) for the O(1/k) claims: at
+200 seeds their 95 % intervals (half-width about 0.045 around the exact finite-window slope -0.995 of the recursion)
+straddled the +-0.05 band and the harness asked for 250 to 530 seeds; at 1000, msa-linear3's rate_y2 still straddled
+it ([-0.992, -0.950], about 1100 seeds asked), hence 2000 there.
 """
 
 from __future__ import annotations
@@ -19,11 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ratelab.claims import Claim
+from ratelab.claims import Claim, Control
 from ratelab.errors import RatelabError
 from ratelab.rates import running_mean
 from ratelab.registry import Experiment, Panel, Paper, register
-from ratelab.runner import Trace, run, sweep, trace_from_arrays
+from ratelab.runner import Trace, sweep, trace_from_arrays
 from rl_theory.multi_sa import (
     asymptotic_constants,
     exact_block_second_moment,
@@ -56,11 +66,44 @@ def _chung_check(problem: Any, scales: tuple[float, ...]) -> None:
                            f"exceed 1/2")
 
 
-def _rate_claims(cfg: dict[str, Any], names: tuple[str, ...], prefix: str = "", source: str = THM1) -> list[Claim]:
+SLOW_POWER = 2 / 3  # the step decay of the slow-steps controls: a_k = c / (k + k0)^(2/3)
+
+
+def slow_steps(metric: str) -> Control:
+    """The control that judges the same claim on the run with steps c/(k + k0)^(2/3) on every sequence."""
+    return Control("slow-steps", "steps c/(k + k0)^(2/3) on every sequence instead of c/(k + k0): SA with steps "
+                   "a_k >> 1/k has error Theta(a_k) (the noise floor a_k sigma^2 / 2 mu), so the error decays only "
+                   "like k^(-2/3)", claim={"metric": metric})
+
+
+def _rate_claims(cfg: dict[str, Any], names: tuple[str, ...], prefix: str = "", source: str = THM1,
+                 controls: dict[str, Control] | None = None) -> list[Claim]:
     K = cfg["steps"]
+    controls = controls or {}
     return [Claim(id=f"rate_{n}", statement=f"E||{n}_k - {n}*||^2 = O(1/k) with single-timescale steps c/(k + k0)",
-                  metric=f"{prefix}sq_dist_{n}", expected=-1.0, tolerance=0.05, window=(K / 100, K), source=source)
+                  metric=f"{prefix}sq_dist_{n}", expected=-1.0, tolerance=0.05, window=(K / 100, K), source=source,
+                  controls=(controls.get(n, slow_steps(f"slow_sq_dist_{n}")),))
             for n in names]
+
+
+def power_sweep(cfg: dict[str, Any], problem: Any, powers: dict[str, tuple[float, ...]], key: jax.Array,
+                run_kw: dict[str, Any]) -> Trace:
+    """One compiled sweep over step-decay settings: steps c/(k + k0)^powers[name][m] for sequence m; metrics of
+    setting ``name`` are renamed ``<name>_<metric>`` (the empty name keeps the metric's own name). All settings
+    share the seeds' noise (common random numbers)."""
+    names = list(powers)
+    table = np.asarray([powers[n] for n in names], dtype=float)
+    c, k0, m = cfg["c"], cfg["k0"], table.shape[1]
+
+    def make(i):
+        row = jnp.asarray(table)[jnp.asarray(i).astype(jnp.int32)]
+        return multi_sa(timescale_steps((c,) * m, tuple(row[j] for j in range(m)), k0))
+
+    tr = sweep(make, np.arange(len(names), dtype=float), problem, key, steps=cfg["steps"], seeds=cfg["seeds"],
+               log_every=cfg["log_every"], x64=cfg["x64"], chunks=run_kw.get("chunks", 1),
+               progress=run_kw.get("progress"))
+    metrics = {(f"{n}_{k}" if n else k): v[j] for j, n in enumerate(names) for k, v in tr.metrics.items()}
+    return trace_from_arrays(tr.steps, metrics, timings=tr.timings)
 
 
 def _panels(names: tuple[str, ...], reference, prefix: str = "", label: str = "") -> tuple[Panel, ...]:
@@ -99,9 +142,9 @@ def _linear3_exact(cfg: dict[str, Any], steps: np.ndarray) -> np.ndarray:
 
 
 def _linear3_run(cfg: dict[str, Any], key: jax.Array, **run_kw: Any) -> Trace:
-    problem, sched = _linear3(cfg)
-    return run(multi_sa(sched), problem, key, steps=cfg["steps"], seeds=cfg["seeds"], log_every=cfg["log_every"],
-               x64=cfg["x64"], **run_kw)
+    """The claim's run (steps c/(k + k0)) and its control's (c/(k + k0)^(2/3)) in one sweep."""
+    problem, _ = _linear3(cfg)
+    return power_sweep(cfg, problem, {"": (1.0,) * 3, "slow": (SLOW_POWER,) * 3}, key, run_kw)
 
 
 def _linear3_validate(cfg: dict[str, Any]) -> None:
@@ -116,7 +159,7 @@ MSA_LINEAR3 = register(Experiment(
     paper=SHEN_CHEN,
     figure="Theorem 1, three coupled linear sequences",
     title="Three coupled linear strongly monotone sequences, steps c/(k+k0) on all: E||z_m - z_m*||^2 = O(1/k) each",
-    configs={"quick": {**_LIN, "seeds": 200, "steps": 20_000, "log_every": 100},
+    configs={"quick": {**_LIN, "seeds": 2000, "steps": 20_000, "log_every": 100},
              "full": {**_LIN, "dim": 3, "seeds": 1000, "steps": 200_000, "log_every": 200}},
     execute=_linear3_run,
     claims=lambda cfg: _rate_claims(cfg, _NAMES3),
@@ -136,9 +179,9 @@ def _nonlinear(cfg: dict[str, Any]):
 
 
 def _nonlinear_run(cfg: dict[str, Any], key: jax.Array, **run_kw: Any) -> Trace:
-    problem, sched = _nonlinear(cfg)
-    return run(multi_sa(sched), problem, key, steps=cfg["steps"], seeds=cfg["seeds"], log_every=cfg["log_every"],
-               x64=cfg["x64"], **run_kw)
+    """The claim's run (steps c/(k + k0)) and its control's (c/(k + k0)^(2/3)) in one sweep."""
+    problem, _ = _nonlinear(cfg)
+    return power_sweep(cfg, problem, {"": (1.0,) * 2, "slow": (SLOW_POWER,) * 2}, key, run_kw)
 
 
 def _nonlinear_reference(cfg: dict[str, Any], steps: np.ndarray) -> np.ndarray:
@@ -157,7 +200,7 @@ MSA_NONLINEAR = register(Experiment(
     paper=SHEN_CHEN,
     figure="Theorem 1, two coupled nonlinear sequences",
     title="Two coupled nonlinear strongly monotone sequences (sin / tanh couplings), steps c/(k+k0): O(1/k) each",
-    configs={"quick": {**_NL, "seeds": 200, "steps": 20_000, "log_every": 100},
+    configs={"quick": {**_NL, "seeds": 1000, "steps": 20_000, "log_every": 100},
              "full": {**_NL, "dim": 5, "seeds": 1000, "steps": 200_000, "log_every": 200}},
     execute=_nonlinear_run,
     claims=lambda cfg: _rate_claims(cfg, ("x", "y")),
@@ -179,14 +222,11 @@ def _two(cfg: dict[str, Any]):
 
 
 def _two_run(cfg: dict[str, Any], key: jax.Array, **run_kw: Any) -> Trace:
-    """One compiled run for both: a sweep over the fast step's power p in (1, fast_power), same noise for both."""
+    """One compiled sweep, same noise for all: single timescale (1, 1), two timescales (1, fast_power) and the
+    slow-steps control (2/3, 2/3)."""
     problem, _ = _two(cfg)
-    c, k0 = cfg["c"], cfg["k0"]
-    tr = sweep(lambda p: multi_sa(timescale_steps((c, c), (1.0, p), k0)), [1.0, cfg["fast_power"]], problem, key,
-               steps=cfg["steps"], seeds=cfg["seeds"], log_every=cfg["log_every"], x64=cfg["x64"],
-               chunks=run_kw.get("chunks", 1), progress=run_kw.get("progress"))
-    metrics = {f"{name}_{k}": v[j] for j, name in enumerate(("single", "two")) for k, v in tr.metrics.items()}
-    return trace_from_arrays(tr.steps, metrics, timings=tr.timings)
+    return power_sweep(cfg, problem, {"single": (1.0, 1.0), "two": (1.0, cfg["fast_power"]),
+                                      "slow": (SLOW_POWER,) * 2}, key, run_kw)
 
 
 def _two_exact(cfg: dict[str, Any], steps: np.ndarray, which: str) -> np.ndarray:
@@ -202,10 +242,15 @@ def _two_validate(cfg: dict[str, Any]) -> None:
 
 def _two_claims(cfg: dict[str, Any]) -> list[Claim]:
     K, a = cfg["steps"], cfg["fast_power"]
-    return [*_rate_claims(cfg, ("x", "y1"), prefix="single_"),
+    two = Control("two-timescale", f"two timescales: y's step c/(k + k0)^{a:g} (x keeps c/(k + k0)): the fast "
+                  f"sequence's error is Theta(its step), k^-{a:g}, so O(1/k) must fail for y",
+                  claim={"metric": "two_sq_dist_y1"})
+    single = Control("single-timescale", "y's step c/(k + k0) instead of c/(k + k0)^a (the single-timescale run): "
+                     "y's error is then O(1/k), not k^-a", claim={"metric": "single_sq_dist_y1"})
+    return [*_rate_claims(cfg, ("x", "y1"), prefix="single_", controls={"y1": two}),
             Claim(id="two_timescale_fast", statement=f"two timescales (fast step c/(k+k0)^{a:g}): the fast sequence's "
                   f"E||y_k - y*||^2 decays only like k^-{a:g}", metric="two_sq_dist_y1", expected=-a,
-                  tolerance=0.05, window=(K / 100, K), source=TTSA)]
+                  tolerance=0.05, window=(K / 100, K), source=TTSA, controls=(single,))]
 
 
 _TT = {**_LIN, "dim": 3, "fast_power": 2 / 3}
@@ -215,7 +260,7 @@ MSA_TIMESCALES = register(Experiment(
     figure="single- vs two-timescale steps (Sec. 1 comparison), two coupled linear sequences",
     title="Two coupled linear sequences: single timescale (both 1/k) gives O(1/k) on both; two timescales "
           "(fast k^-2/3) leave the fast sequence at k^-2/3",
-    configs={"quick": {**_TT, "seeds": 200, "steps": 20_000, "log_every": 100},
+    configs={"quick": {**_TT, "seeds": 1000, "steps": 20_000, "log_every": 100},
              "full": {**_TT, "seeds": 1000, "steps": 200_000, "log_every": 200}},
     execute=_two_run,
     claims=_two_claims,
@@ -240,20 +285,32 @@ def _nonconvex(cfg: dict[str, Any]):
                                   sigma=cfg["sigma"])
 
 
+CONTROL_STEP_POWER = 1.0  # the control's steps (c_x, c, c) / K: sum_k a_k = Theta(1) over the horizon
+
+
 def _nonconvex_run(cfg: dict[str, Any], key: jax.Array, **run_kw: Any) -> Trace:
-    """One vmapped sweep over horizons K: constant steps (c_x, c, c)/sqrt(K), K_max steps each; the average over
-    the first K steps of run K is the exact running mean of the block means at K (``aggregate="mean"``)."""
+    """One vmapped sweep over horizons K and two step rules: constant steps (c_x, c, c)/sqrt(K) (the claim) and
+    (c_x, c, c)/K (its control), K_max steps each; the average over the first K steps of run K is the exact running
+    mean of the block means at K (``aggregate="mean"``). The control's metrics are ``small_<metric>``."""
     problem = _nonconvex(cfg)
     Ks = horizons(cfg)
     cx, c = cfg["c_x"], cfg["c"]
-    tr = sweep(lambda K: multi_sa((cx / jnp.sqrt(K), c / jnp.sqrt(K), c / jnp.sqrt(K))), Ks.astype(float),
-               problem, key, steps=int(Ks[-1]), seeds=cfg["seeds"], log_every=cfg["log_every"], aggregate="mean",
-               x64=cfg["x64"], chunks=run_kw.get("chunks", 1), progress=run_kw.get("progress"))
+    table = np.array([(K, p) for p in (0.5, CONTROL_STEP_POWER) for K in Ks], dtype=float)
+
+    def make(i):
+        K, p = (jnp.asarray(table)[jnp.asarray(i).astype(jnp.int32), j] for j in (0, 1))
+        scale = K ** -p
+        return multi_sa((cx * scale, c * scale, c * scale))
+
+    tr = sweep(make, np.arange(len(table), dtype=float), problem, key, steps=int(Ks[-1]), seeds=cfg["seeds"],
+               log_every=cfg["log_every"], aggregate="mean", x64=cfg["x64"], chunks=run_kw.get("chunks", 1),
+               progress=run_kw.get("progress"))
     idx = Ks // cfg["log_every"] - 1
     out = {}
     for name in ("grad_norm_sq", "sq_dist_y", "sq_dist_w"):
-        rm = running_mean(tr[name])  # [nK, seeds, n_log]
-        out[f"avg_{name}"] = np.stack([rm[j, :, idx[j]] for j in range(Ks.size)], axis=-1)
+        rm = running_mean(tr[name])  # [2 nK, seeds, n_log]
+        for prefix, off in (("", 0), ("small_", Ks.size)):
+            out[f"{prefix}avg_{name}"] = np.stack([rm[off + j, :, idx[j]] for j in range(Ks.size)], axis=-1)
     return trace_from_arrays(Ks, out, timings=tr.timings)
 
 
@@ -276,7 +333,10 @@ MSA_NONCONVEX = register(Experiment(
     execute=_nonconvex_run,
     claims=lambda cfg: [Claim(
         id="stationarity", statement="(1/K) sum_k E||grad F(x_k)||^2 = O(K^-1/2) with steps Theta(1/sqrt K)",
-        metric="avg_grad_norm_sq", expected=-0.5, tolerance=0.05, relation="le", source=THM2)],
+        metric="avg_grad_norm_sq", expected=-0.5, tolerance=0.05, relation="le", source=THM2,
+        controls=(Control("steps-over-K", "steps (c_x, c, c)/K instead of /sqrt(K): sum_k alpha_k = c_x for every "
+                          "horizon, so the descent term (F(x_0) - F*)/(alpha K) of Theorem 2 stays Theta(1) and the "
+                          "average gradient norm does not decay", claim={"metric": "small_avg_grad_norm_sq"}),))],
     panels=(Panel(metric="avg_grad_norm_sq", ylabel=r"$\frac{1}{K}\sum_k E\|\nabla F(x_k)\|^2$", xlabel="horizon K"),
             Panel(metric="avg_sq_dist_y", ylabel=r"$\frac{1}{K}\sum_k E\|y_k - y^*(x_k)\|^2$", xlabel="horizon K"),
             Panel(metric="avg_sq_dist_w", ylabel=r"$\frac{1}{K}\sum_k E\|w_k - w^*(x_k)\|^2$", xlabel="horizon K")),

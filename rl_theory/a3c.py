@@ -16,20 +16,24 @@ g = delta phi(s), v = delta psi_theta(s, a), delta = r(s, a, s') + gamma phi(s')
 sigma2 = 2/5 (Corollary 1); delays tau_k <= K0 (Assumption 1).
 
 Simulation. Iteration k is one write to shared memory by worker w_k, computed from the parameter version
-k - tau_k it read. A ring buffer holds the last B >= K0 + 1 versions of (theta, omega); each worker keeps its own
-Markov chain (the paper's Option 2): from its state s it draws a ~ pi(.|s) and s' ~ P(.|s, a) for the TD error and
-the actor, and its chain moves on by P~ = gamma P + (1 - gamma) eta (s' with probability gamma, a fresh eta draw
-otherwise), whose stationary law mu_theta is the discounted visitation d_theta. Delay models (``delay``):
+k - tau_k it read. A ring buffer holds the versions of (theta, omega) a read may need (the last K0 + 1, or the
+last N snapshots for the round robin); each worker keeps its own Markov chain (the paper's Option 2): from its
+state s it draws a ~ pi(.|s) and s' ~ P(.|s, a) for the TD error and the actor, and its chain moves on by
+P~ = gamma P + (1 - gamma) eta (s' with probability gamma, a fresh eta draw otherwise), whose stationary law
+mu_theta is the discounted visitation d_theta. Delay models (``delay``):
 
 * ``"round_robin"``: w_k = k mod N; the worker read right after its previous write, so tau_k = min(k, N - 1)
-  (K0 = N - 1, the paper's remark K0 = Theta(N));
+  (K0 = N - 1, the paper's remark K0 = Theta(N)). ``staleness`` s > 1 (constructed here, a stress test beyond the
+  theory's regime, used as a negative control): shared memory keeps a snapshot every s writes and a worker reads
+  the snapshot N - 1 before the latest, so tau_k = k - s max(floor(k / s) - (N - 1), 0), between s (N - 1) and
+  s N - 1 once k >= s (N - 1) (s = 1 is the plain round robin; memory stays N snapshots for any s);
 * ``"random"``: w_k uniform on the N workers, tau_k uniform on {0, ..., min(k, K0)} (``max_delay`` = K0);
 * ``"zero"``: w_k = k mod N, tau_k = 0 (no staleness).
 
 Symbols -> arguments: N = ``num_workers`` (may be traced, up to the static ``max_workers``), alpha_k / beta_k =
 ``actor_step`` / ``critic_step`` (floats or schedules; :func:`paper_steps`), R_omega = ``radius``, K0 =
-``max_delay``. All randomness is exogenous (six uniforms per step, drawn in bulk), so a run is reproducible and
-vmaps over seeds and N.
+``max_delay``, s = ``staleness``. All randomness is exogenous
+(six uniforms per step, drawn in bulk), so a run is reproducible and vmaps over seeds and N.
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ def _sample(problem: LinearMDP, key: jax.Array, n: int) -> jax.Array:
 
 
 def a3c_td0(actor_step: Any, critic_step: Any, *, num_workers: Any = 1, max_workers: int | None = None,
-            delay: str = "round_robin", max_delay: int | None = None, radius: Any = 10.0,
+            delay: str = "round_robin", max_delay: int | None = None, staleness: Any = 1, radius: Any = 10.0,
             metrics: str = "exact") -> Solver:
     """A3C-TD(0) (Shen et al., Algorithm 1 / eq. (9)) with N workers and bounded delays, simulated exactly.
 
@@ -120,8 +124,10 @@ def a3c_td0(actor_step: Any, critic_step: Any, *, num_workers: Any = 1, max_work
       critic_step: beta_k (float or schedule).
       num_workers: N; an int, or a traced value in a sweep (then ``max_workers`` must be given).
       max_workers: static upper bound on N (sizes the per-worker chains and the ring buffer); default N.
-      delay: ``"round_robin"`` (tau_k = min(k, N - 1)), ``"random"`` (tau_k ~ U{0..min(k, K0)}) or ``"zero"``.
+      delay: ``"round_robin"`` (tau_k = min(k, N - 1); with staleness s, see the module docstring),
+        ``"random"`` (tau_k ~ U{0..min(k, K0)}) or ``"zero"``.
       max_delay: K0 for ``"random"`` (default max_workers - 1).
+      staleness: s >= 1 for ``"round_robin"`` (1: the natural round robin); an integer, or traced in a sweep.
       radius: R_omega of the critic projection Pi_{R_omega}.
       metrics: ``"exact"`` (below) or ``"none"`` (only ``delay`` and ``worker``: no linear solves, faster to compile).
 
@@ -144,16 +150,22 @@ def a3c_td0(actor_step: Any, critic_step: Any, *, num_workers: Any = 1, max_work
         if num_workers > max_workers:
             raise RatelabError(f"num_workers must be <= max_workers ({max_workers}), got {num_workers}")
     max_workers = check_positive_int("max_workers", max_workers)
+    if not is_traced(staleness):
+        if isinstance(staleness, Real) and float(staleness).is_integer():
+            staleness = int(staleness)  # a sweep hands its values over as floats
+        staleness = check_positive_int("staleness", staleness)
+        if staleness != 1 and delay != "round_robin":
+            raise RatelabError(f"staleness applies only to delay='round_robin', got delay={delay!r}")
     if delay == "random":
         max_delay = max_workers - 1 if max_delay is None else max_delay
-        if isinstance(max_delay, bool) or not isinstance(max_delay, int) or max_delay < 0:
+        if isinstance(max_delay, bool) or not isinstance(max_delay, Integral) or max_delay < 0:
             raise RatelabError(f"max_delay must be an integer >= 0, got {max_delay!r}")
-        K0 = max_delay
+        K0 = int(max_delay)
+        B = K0 + 1  # one slot per version
     else:
         if max_delay is not None:
             raise RatelabError(f"max_delay applies only to delay='random', got delay={delay!r}")
-        K0 = 0 if delay == "zero" else max_workers - 1
-    B = K0 + 1
+        B = max_workers  # round robin: one slot per snapshot (every s-th version), N of them are live
     alpha, beta = as_schedule(actor_step), as_schedule(critic_step)
 
     def init(mdp: LinearMDP, key: jax.Array) -> A3CState:
@@ -165,22 +177,30 @@ def a3c_td0(actor_step: Any, critic_step: Any, *, num_workers: Any = 1, max_work
     def step(state: A3CState, mdp: LinearMDP, u: jax.Array) -> tuple[A3CState, dict[str, jax.Array]]:
         k = state.count
         n = jnp.asarray(num_workers).astype(jnp.int32)
+        stride = jnp.asarray(staleness).astype(jnp.int32) if delay == "round_robin" else jnp.int32(1)
         if delay == "random":
             w = jnp.minimum((u[4] * n).astype(jnp.int32), n - 1)
             top = jnp.minimum(k, K0)
             tau = jnp.minimum((u[5] * (top + 1)).astype(jnp.int32), top)
+            slot = (k - tau) % B
         else:
             w = k % n
-            tau = jnp.zeros_like(k) if delay == "zero" else jnp.minimum(k, n - 1)
-        slot = (k - tau) % B
+            snap = jnp.maximum(k // stride - (n - 1), 0)  # the snapshot read: version stride * snap
+            tau = jnp.zeros_like(k) if delay == "zero" else k - stride * snap
+            slot = snap % B
         theta_r, omega_r = state.ring_theta[slot], state.ring_omega[slot]
+        if delay == "zero":
+            theta_r, omega_r = state.theta, state.omega
         g, v, s_next = _transition(mdp, theta_r, omega_r, state.chains[w], u)
         dt = state.theta.dtype
         omega = _project(state.omega + jnp.asarray(beta(k), dt) * g, radius)
         theta = state.theta + jnp.asarray(alpha(k), dt) * v
-        new = (k + 1) % B
-        state = A3CState(theta, omega, state.ring_theta.at[new].set(theta), state.ring_omega.at[new].set(omega),
-                         state.chains.at[w].set(s_next), k + 1)
+        # store version k + 1 (round robin: only every stride-th version, as snapshot (k + 1) / stride)
+        write = (k + 1) % stride == 0
+        new = ((k + 1) // stride) % B
+        ring_theta = state.ring_theta.at[new].set(jnp.where(write, theta, state.ring_theta[new]))
+        ring_omega = state.ring_omega.at[new].set(jnp.where(write, omega, state.ring_omega[new]))
+        state = A3CState(theta, omega, ring_theta, ring_omega, state.chains.at[w].set(s_next), k + 1)
         return state, {**_metrics(mdp, theta, omega, metrics), "delay": tau.astype(dt), "worker": w.astype(dt)}
 
     return Solver(init, step, _sample)

@@ -13,7 +13,9 @@ Papers
   Algorithms", NeurIPS 2023, arXiv:2301.11687. With an expert dataset D_E and a supplementary dataset D_S of mixed
   quality, NBCU is BC on the union D_U = D_E u D_S; WBCU is weighted BC on D_U with importance weights
   w(s, a) = c(s, a) / (1 - c(s, a)), where the discriminator c maximises
-  E_{D_E}[log c(s, a)] + E_{D_U}[log(1 - c(s, a))] (so that at the optimum w = d_E / d_U).
+  E_{D_E}[log c(s, a)] + E_{D_U}[log(1 - c(s, a))] (so that at the optimum w = d_E / d_U). Over tabular features
+  that optimum is known in closed form (:func:`density_ratio_weights`, the default); a logistic discriminator on
+  other features is trained by Adam (:func:`discriminator_weights`).
 
 Symbols -> arguments: N (``mask.sum()``: the first N rows of a max-N buffer are the dataset), H (the second axis of
 ``states``), pi_h(a|s) (``pi[h, s, a]``), D_E / D_S (``expert_*`` / ``supp_*`` arrays), the discriminator's
@@ -39,6 +41,16 @@ and since the U_k are independent, E prod_k (1 - delta_k) = (1 - m)^{h+1} with
 For m H << 1 this is m H (H + 1) / 2 (1 + O(m H)): quadratic in H. With the lower-bound rho of N
 (``lower_bound_rho``), m = (1 - 1/|A|) [(1 - (|S|-2)/(N+1)) ((|S|-2)/(N+1))^N + (|S|-2)/(N+1) (N/(N+1))^N]
 ~ (1 - 1/|A|) (|S| - 2) / (e N): the gap is ~ (1 - 1/|A|) (|S| - 2) H^2 / (2 e N), the |S| H^2 / N rate.
+
+With ``decoys`` of the |A| - 1 non-expert actions resetting like the expert's (earning 0), a step of BC at U_h loses
+its reward with probability delta_h and falls with probability c_h = (|A| - 1 - decoys) / |A| rho(U_h). The reward
+of step j needs no fall at steps k < j and the expert's action at step j; each U_k enters once, so
+
+    E[J(pi_E) - J(pi_BC)] = H - (1 - m) sum_{j=0}^{H-1} (1 - m_c)^j,   m_c = E c_h = m (|A| - 1 - decoys) / (|A| - 1),
+
+~ m H + m_c H (H - 1) / 2 for m_c H << 1: the linear term (one lost reward per mistake) makes the log-log slope in
+H fall short of 2 until H >> 2 m / m_c, and the saturation 1 - (1 - m_c)^H bends it down again for m_c H ~ 1; with
+no cliff (decoys = |A| - 1) the gap is exactly m H.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ import numpy as np
 import optax
 
 from ratelab.errors import RatelabError
-from ratelab.validate import check_nonnegative, check_positive, check_positive_int
+from ratelab.validate import check_nonnegative, check_positive, check_positive_int, is_traced
 
 
 def counts(states: jax.Array, actions: jax.Array, mask: jax.Array, n_states: int, n_actions: int,
@@ -135,13 +147,30 @@ def discriminator_weights(n_expert: jax.Array, n_union: jax.Array, features: jax
     return jnp.exp(phi @ theta)
 
 
+def density_ratio_weights(n_expert: jax.Array, n_union: jax.Array) -> jax.Array:
+    """w(s, a) = c*/(1 - c*) = p_E(s, a) / p_U(s, a): the weights of WBCU's discriminator at the optimum of its
+    logistic loss over tabular features, c* = p_E / (p_E + p_U) (Li et al. 2023: at the optimum w = d_E / d_U), in
+    closed form; w = 0 wherever D_E never shows (s, a). ``n_expert``/``n_union`` are [S, A] visit counts."""
+    p_e = n_expert / jnp.maximum(n_expert.sum(), 1.0)
+    p_u = n_union / jnp.maximum(n_union.sum(), 1.0)
+    return jnp.where(p_e > 0, p_e / jnp.where(p_u > 0, p_u, 1.0), 0.0)
+
+
 def wbcu(expert_states: jax.Array, expert_actions: jax.Array, expert_mask: jax.Array, supp_states: jax.Array,
-         supp_actions: jax.Array, supp_mask: jax.Array, n_states: int, n_actions: int, features: Any, *,
+         supp_actions: jax.Array, supp_mask: jax.Array, n_states: int, n_actions: int, features: Any = None, *,
          l2: float = 1e-3, steps: int = 300, learning_rate: float = 0.5) -> jax.Array:
-    """WBCU (Li et al. 2023): BC on D_U with each (s, a) weighted by w(s, a) = c / (1 - c)."""
+    """WBCU (Li et al. 2023): BC on D_U with each (s, a) weighted by w(s, a) = c / (1 - c).
+
+    ``features=None``: the discriminator's optimum over tabular features in closed form
+    (:func:`density_ratio_weights`); otherwise the logistic discriminator on those features trained by
+    :func:`discriminator_weights`. Where every weighted count of (h, s) is 0, the policy is uniform (as BC's on an
+    unseen state)."""
     n_e = counts(expert_states, expert_actions, expert_mask, n_states, n_actions)
     n_u = n_e + counts(supp_states, supp_actions, supp_mask, n_states, n_actions)
-    w = discriminator_weights(n_e.sum(0), n_u.sum(0), features, l2=l2, steps=steps, learning_rate=learning_rate)
+    if features is None:
+        w = density_ratio_weights(n_e.sum(0), n_u.sum(0))
+    else:
+        w = discriminator_weights(n_e.sum(0), n_u.sum(0), features, l2=l2, steps=steps, learning_rate=learning_rate)
     return policy_from_counts(n_u * w[None])
 
 
@@ -149,7 +178,8 @@ def wbcu(expert_states: jax.Array, expert_actions: jax.Array, expert_mask: jax.A
 
 
 def bc_death_rate_reset_cliff(rho: Any, n_actions: int, n: Any) -> np.ndarray:
-    """m = (1 - 1/|A|) sum_{s good} rho(s) (1 - rho(s))^N: BC's expected per-step fall probability on Reset-Cliff.
+    """m = (1 - 1/|A|) sum_{s good} rho(s) (1 - rho(s))^N: BC's expected per-step probability of a non-expert action
+    on Reset-Cliff (its fall probability when every non-expert action falls).
 
     ``rho`` is [S] (the last state is the bad one) or [..., S] for several instances; ``n`` broadcasts with it.
     """
@@ -162,18 +192,28 @@ def bc_death_rate_reset_cliff(rho: Any, n_actions: int, n: Any) -> np.ndarray:
     return (1 - 1 / n_actions) * np.sum(good * (1 - good) ** np.asarray(n)[..., None], axis=-1)
 
 
-def bc_gap_reset_cliff(rho: Any, n_actions: int, horizon: Any, n: Any) -> np.ndarray:
-    """E[J(pi_E) - J(pi_BC)] = H - (1 - m)(1 - (1 - m)^H) / m on Reset-Cliff (derivation in the module docstring)."""
+def bc_gap_reset_cliff(rho: Any, n_actions: int, horizon: Any, n: Any, decoys: int = 0) -> np.ndarray:
+    """E[J(pi_E) - J(pi_BC)] on Reset-Cliff (derivation in the module docstring), with ``decoys`` of the |A| - 1
+    non-expert actions resetting like the expert's (:func:`rl_theory.tabular.reset_cliff`):
+
+        H - (1 - m) sum_{j<H} (1 - m_c)^j,   m_c = m (|A| - 1 - decoys) / (|A| - 1),
+
+    m = :func:`bc_death_rate_reset_cliff` the per-step probability of a non-expert action and m_c that of a fall.
+    decoys = 0: H - (1 - m)(1 - (1 - m)^H) / m; decoys = |A| - 1 (no cliff): m H, linear in H.
+    """
+    n_actions = check_positive_int("n_actions", n_actions)
+    if isinstance(decoys, bool) or not isinstance(decoys, int) or not 0 <= decoys <= n_actions - 1:
+        raise RatelabError(f"decoys must be an integer in [0, n_actions - 1] = [0, {n_actions - 1}], got {decoys!r}")
     m = bc_death_rate_reset_cliff(rho, n_actions, n)
+    m_c = m * (n_actions - 1 - decoys) / (n_actions - 1)
     H = np.asarray(horizon, dtype=float)
     if np.any(H < 1):
         raise RatelabError(f"horizon must be >= 1, got {horizon}")
-    j = np.arange(1, int(np.max(H)) + 1)
-    # sum_{j<=H} (1-m)^j by direct summation (stable for m -> 0)
-    terms = (1 - m)[..., None] ** j
-    partial = np.cumsum(terms, axis=-1)
+    j = np.arange(int(np.max(H)))
+    # sum_{j<H} (1 - m_c)^j by direct summation (stable for m_c -> 0)
+    partial = np.cumsum((1 - m_c)[..., None] ** j, axis=-1)
     idx = (np.broadcast_to(H, np.shape(partial)[:-1]) - 1).astype(int)
-    return H - np.take_along_axis(partial, idx[..., None], axis=-1)[..., 0]
+    return H - (1 - m) * np.take_along_axis(partial, idx[..., None], axis=-1)[..., 0]
 
 
 def bc_gap_given_unseen_reset_cliff(rho: jax.Array, unseen: jax.Array, n_actions: int) -> jax.Array:
@@ -201,44 +241,126 @@ def _over_seeds(f: Any, keys: jax.Array, seed_batch: int) -> Any:
     return jax.lax.map(f, keys, batch_size=seed_batch)
 
 
-def bc_gap_study(mdps: Any, pi_expert: jax.Array, ns: jax.Array, keys: jax.Array, n_max: int,
-                 seed_batch: int = 0) -> jax.Array:
-    """BC's exact imitation gap for every (seed, N): ``[seeds, len(ns)]``.
+LEARNERS = ("bc", "pooled")
+
+
+def pooled_behavior_cloning(n: jax.Array) -> jax.Array:
+    """A stationary BC from counts ``n[h, s, a]``: the empirical action distribution of state s pooled over all steps,
+    the same policy at every step (uniform at states never visited). Not the paper's learner (whose pi_h uses the
+    data of step h only): it sees about H times more samples per state, so its gap is below the closed form's."""
+    return jnp.broadcast_to(policy_from_counts(n.sum(0)), n.shape)
+
+
+def _learned(n: jax.Array, learners: tuple[str, ...]) -> jax.Array:
+    """``[len(learners), H, S, A]`` policies from the counts ``n[h, s, a]``."""
+    make = {"bc": policy_from_counts, "pooled": pooled_behavior_cloning}
+    return jnp.stack([make[name](n) for name in learners])
+
+
+def _check_learners(learners: tuple[str, ...]) -> tuple[str, ...]:
+    learners = tuple(learners)
+    bad = [name for name in learners if name not in LEARNERS]
+    if not learners or bad:
+        raise RatelabError(f"learners must be a non-empty tuple of {', '.join(map(repr, LEARNERS))}, got {learners!r}")
+    return learners
+
+
+def bc_gaps(mdps: Any, pi_expert: jax.Array, ns: Any, keys: jax.Array, n_max: int, seed_batch: int = 0,
+            learners: tuple[str, ...] = ("bc",)) -> dict[str, jax.Array]:
+    """Exact imitation gaps of BC-type learners for every (seed, N): ``{learner: [seeds, len(ns)]}``.
 
     ``mdps`` is a stack of one instance per N (leading axis ``len(ns)``; e.g. Reset-Cliff with ``lower_bound_rho``
-    of each N). For seed i and N_j, a buffer of ``n_max`` expert trajectories is drawn (``lax.scan`` over H inside a
-    ``vmap`` over trajectories) and its first N_j rows (a mask) are the dataset; the gap J(pi_E) - J(pi_BC) is then
-    evaluated exactly by backward induction. Vmapped over N and over seeds (``seed_batch`` > 0: ``lax.map`` over
-    batches of that many vmapped seeds, to bound memory); jit it at the call site.
+    of each N). For seed i and N_j the dataset is the first N_j of the ``n_max`` trajectories with keys
+    ``split(fold_in(key_i, j), n_max)`` under the expert (``lax.scan`` over H); the gap J(pi_E) - J(pi) is then
+    evaluated exactly by backward induction. With concrete ``ns`` only those N_j trajectories are drawn (sum_j N_j
+    rollouts per seed); with traced ``ns`` every N draws the whole max-N buffer and masks it (same datasets, same
+    gaps). ``learners``: ``"bc"`` (the paper's per-step BC) and / or ``"pooled"`` (:func:`pooled_behavior_cloning`).
+    Vmapped over N and over seeds (``seed_batch`` > 0: ``lax.map`` over batches of that many vmapped seeds, to
+    bound memory); jit it at the call site (``ns`` static for the cheaper draw).
     """
-    from rl_theory.tabular import imitation_gap, sample_trajectories
+    from rl_theory.tabular import imitation_gap, rollout, sample_trajectories
 
-    def one(mdp, n, key):
-        states, actions = sample_trajectories(mdp, pi_expert, key, n_max)
-        pi = behavior_cloning(states, actions, first_n_mask(n, n_max), mdp.n_states, mdp.n_actions)
-        return imitation_gap(mdp, pi_expert, pi)
+    learners = _check_learners(learners)
+    S, A = pi_expert.shape[-2:]
+    traced = is_traced(ns)
+    if not traced:
+        ns_np = np.asarray(ns, dtype=int)
+        if ns_np.ndim != 1 or np.any(ns_np < 1) or np.any(ns_np > n_max):
+            raise RatelabError(f"ns must be a 1-D array of integers in [1, n_max = {n_max}], got {ns!r}")
+        owner = np.repeat(np.arange(ns_np.size), ns_np)  # instance index of each drawn trajectory
+        row = np.concatenate([np.arange(n) for n in ns_np])  # its row in that instance's max-N buffer
+
+    def gaps_of(mdp, n_hsa):
+        pis = _learned(n_hsa, learners)
+        return jax.vmap(lambda p: imitation_gap(mdp, pi_expert, p))(pis)
 
     def one_seed(key):
-        sub = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(ns.shape[0]))
-        return jax.vmap(one)(mdps, ns, sub)
+        sub = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(mdps.P.shape[0]))
+        if traced:
+            def one(mdp, n, k):
+                states, actions = sample_trajectories(mdp, pi_expert, k, n_max)
+                return gaps_of(mdp, counts(states, actions, first_n_mask(n, n_max), S, A))
 
-    return _over_seeds(one_seed, keys, seed_batch)
+            return jax.vmap(one)(mdps, jnp.asarray(ns), sub)
+        buffers = jax.vmap(lambda k: jax.random.split(k, n_max))(sub)  # [len(ns), n_max] keys
+        traj_keys = buffers[owner, row]
+
+        def draw(j, k):
+            mdp = jax.tree_util.tree_map(lambda x: x[j], mdps)
+            states, actions, _ = rollout(mdp, pi_expert, k)
+            return states, actions
+
+        states, actions = jax.vmap(draw)(jnp.asarray(owner), traj_keys)
+        H = states.shape[1]
+        n_all = jnp.zeros((ns_np.size, H, S, A), mdps.P.dtype)
+        h_idx = jnp.broadcast_to(jnp.arange(H), states.shape)
+        n_all = n_all.at[jnp.asarray(owner)[:, None], h_idx, states, actions].add(1.0)
+        return jax.vmap(gaps_of)(mdps, n_all)
+
+    out = _over_seeds(one_seed, keys, seed_batch)  # [seeds, len(ns), len(learners)]
+    return {name: out[..., i] for i, name in enumerate(learners)}
+
+
+def bc_gap_study(mdps: Any, pi_expert: jax.Array, ns: Any, keys: jax.Array, n_max: int,
+                 seed_batch: int = 0) -> jax.Array:
+    """BC's exact imitation gap for every (seed, N): ``[seeds, len(ns)]`` (:func:`bc_gaps` with the paper's BC)."""
+    return bc_gaps(mdps, pi_expert, ns, keys, n_max, seed_batch)["bc"]
+
+
+def bc_step_gap_study(mdps: Any, pi_expert: jax.Array, n: int, keys: jax.Array, seed_batch: int = 0,
+                      learners: tuple[str, ...] = ("bc",)) -> dict[str, jax.Array]:
+    """``{learner: [seeds, M, H]}`` per-step gaps E_pi_E[r_h] - E_pi[r_h] on each of the M stacked instances
+    ``mdps`` of learners trained on ``n`` expert trajectories of the first instance.
+
+    The instances must give the expert's trajectories the same law as the first one (e.g. Reset-Cliff variants that
+    differ only in what non-expert actions do), so one dataset serves all. The cumulative sum over h < H' of the
+    per-step gaps is the exact gap of the horizon-H' problem (the truncation of a time-homogeneous MDP, with the
+    learner trained on the first H' steps of the same trajectories).
+    """
+    from rl_theory.tabular import sample_trajectories, step_rewards
+
+    learners = _check_learners(learners)
+    first = jax.tree_util.tree_map(lambda x: x[0], mdps)
+    S, A = first.n_states, first.n_actions
+
+    def one(key):
+        states, actions = sample_trajectories(first, pi_expert, key, n)
+        pis = _learned(counts(states, actions, jnp.ones(n, bool), S, A), learners)
+
+        def per_instance(mdp):
+            r_expert = step_rewards(mdp, pi_expert)
+            return jax.vmap(lambda p: r_expert - step_rewards(mdp, p))(pis)
+
+        return jax.vmap(per_instance)(mdps)  # [M, len(learners), H]
+
+    out = _over_seeds(one, keys, seed_batch)
+    return {name: out[:, :, i] for i, name in enumerate(learners)}
 
 
 def bc_step_gaps(mdp: Any, pi_expert: jax.Array, n: int, keys: jax.Array, seed_batch: int = 0) -> jax.Array:
-    """``[seeds, H]`` per-step gaps E_pi_E[r_h] - E_pi_BC[r_h] of BC from ``n`` trajectories; their cumulative sum
-    over h < H' is the exact gap of the horizon-H' problem (the truncation of a time-homogeneous MDP, with BC
-    trained on the first H' steps of the same trajectories)."""
-    from rl_theory.tabular import sample_trajectories, step_rewards
-
-    r_expert = step_rewards(mdp, pi_expert)
-
-    def one(key):
-        states, actions = sample_trajectories(mdp, pi_expert, key, n)
-        pi = behavior_cloning(states, actions, jnp.ones(n, bool), mdp.n_states, mdp.n_actions)
-        return r_expert - step_rewards(mdp, pi)
-
-    return _over_seeds(one, keys, seed_batch)
+    """``[seeds, H]`` per-step gaps of BC from ``n`` trajectories of ``mdp`` (:func:`bc_step_gap_study` on one
+    instance); their cumulative sum over h < H' is the exact gap of the horizon-H' problem."""
+    return bc_step_gap_study(stack_mdps([mdp]), pi_expert, n, keys, seed_batch)["bc"][:, 0]
 
 
 def nbcu_population_policy(mdp: Any, pi_expert: jax.Array, pi_noise: jax.Array, quality: jax.Array,
@@ -252,21 +374,23 @@ def nbcu_population_policy(mdp: Any, pi_expert: jax.Array, pi_noise: jax.Array, 
     return policy_from_counts(jnp.where(mix > 1e-300, mix, 0.0))
 
 
-def bcu_study(mdp: Any, pi_expert: jax.Array, pi_noise: jax.Array, qualities: jax.Array, keys: jax.Array,
-              n_expert: int, n_supp: int, features: Any, *, l2: float = 1e-3, steps: int = 300,
+def bcu_study(mdps: Any, pi_experts: jax.Array, pi_noise: jax.Array, qualities: jax.Array, keys: jax.Array,
+              n_expert: int, n_supp: int, features: Any = None, *, l2: float = 1e-3, steps: int = 300,
               learning_rate: float = 0.5) -> dict[str, jax.Array]:
     """BC (on D_E), NBCU and WBCU (on D_E u D_S) for every (seed, quality q): each metric ``[seeds, len(q)]``.
 
-    D_E holds ``n_expert`` expert trajectories; D_S holds ``n_supp`` trajectories, each independently the expert's
-    with probability q and ``pi_noise``'s otherwise (both drawn into buffers, selected by a Bernoulli mask). Gaps
-    are exact (backward induction); ``nbcu_limit`` is the gap of :func:`nbcu_population_policy`.
+    ``mdps`` / ``pi_experts`` carry one instance per seed (leading axis ``seeds``: e.g. Reset-Cliff with expert
+    actions drawn per seed). D_E holds ``n_expert`` expert trajectories; D_S holds ``n_supp`` trajectories, each
+    independently the expert's with probability q and ``pi_noise``'s otherwise (both drawn into buffers, selected by
+    a Bernoulli mask). Gaps are exact (backward induction); ``nbcu_limit`` is the gap of
+    :func:`nbcu_population_policy`. ``features``: WBCU's discriminator (see :func:`wbcu`).
     """
     from rl_theory.tabular import imitation_gap, rollout
 
-    S, A = mdp.n_states, mdp.n_actions
-    phi = jnp.asarray(features)
+    S, A = pi_experts.shape[-2:]
+    phi = None if features is None else jnp.asarray(features)
 
-    def one(q, key):
+    def one(mdp, pi_expert, q, key):
         kz, kt = jax.random.split(key)
         # one rollout call: rows [0, N_E) are D_E, rows [N_E, N_E + N_S) are D_S (expert w.p. q, else pi_noise)
         is_expert = jnp.concatenate([jnp.ones(n_expert, bool), jax.random.uniform(kz, (n_supp,)) < q])
@@ -278,17 +402,14 @@ def bcu_study(mdp: Any, pi_expert: jax.Array, pi_noise: jax.Array, qualities: ja
         pi_n = nbcu(e_s, e_a, full_e, s_s, s_a, full_s, S, A)
         pi_w = wbcu(e_s, e_a, full_e, s_s, s_a, full_s, S, A, phi, l2=l2, steps=steps, learning_rate=learning_rate)
         gaps = jax.vmap(lambda p: imitation_gap(mdp, pi_expert, p))(jnp.stack([pi_bc, pi_n, pi_w]))
-        return {"gap_bc": gaps[0], "gap_nbcu": gaps[1], "gap_wbcu": gaps[2]}
+        limit = imitation_gap(mdp, pi_expert, nbcu_population_policy(mdp, pi_expert, pi_noise, q, n_expert, n_supp))
+        return {"gap_bc": gaps[0], "gap_nbcu": gaps[1], "gap_wbcu": gaps[2], "nbcu_limit": limit}
 
-    def one_seed(key):
+    def one_seed(mdp, pi_expert, key):
         sub = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(qualities.shape[0]))
-        return jax.vmap(one)(qualities, sub)
+        return jax.vmap(lambda q, k: one(mdp, pi_expert, q, k))(qualities, sub)
 
-    out = jax.vmap(one_seed)(keys)
-    limit = jax.vmap(lambda q: imitation_gap(
-        mdp, pi_expert, nbcu_population_policy(mdp, pi_expert, pi_noise, q, n_expert, n_supp)))(qualities)
-    out["nbcu_limit"] = jnp.broadcast_to(limit, out["gap_bc"].shape)
-    return out
+    return jax.vmap(one_seed)(mdps, pi_experts, keys)
 
 
 # ------------------------------------------------------------------------------------------------ MIMIC-MD

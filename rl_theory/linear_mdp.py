@@ -29,6 +29,7 @@ import numpy as np
 
 from ratelab.mdp import evaluate, occupancy, policy_kernel, q_from_v
 from ratelab.validate import check_choice, check_in_range, check_positive_int
+from rl_theory.precision import storage_dtype
 
 POLICIES = ("tabular", "features")
 
@@ -177,7 +178,7 @@ def make_linear_mdp(key: jax.Array, *, n_states: int = 100, n_actions: int = 5, 
     else:
         e = np.array(jax.random.uniform(ke, (n_states,)), dtype=float)
     e = e / e.sum()
-    dt = jnp.result_type(float)
+    dt = storage_dtype()
     cdf = np.cumsum(P, axis=-1)
     cdf[..., -1] = 1.0
     ecdf = np.cumsum(e)

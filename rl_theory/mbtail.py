@@ -90,42 +90,58 @@ def tail_estimator(mdp: TabularMDP, expert_states: jax.Array, expert_actions: ja
     return first + second, transition_counts(st, ac, nx, mask, S, A)
 
 
-def rf_express_bonus(n_sas: jax.Array, horizon: int, delta: float) -> jax.Array:
-    """RF-Express's W[h, s, a] (Menard et al. 2021, Algorithm 1): W_h = min(H, 15 H^2 beta(n, delta) / n
-    + (1 + 1/H) sum_s' P_hat(s'|s, a) max_a' W_{h+1}(s', a')), beta(n, delta) = log(3 S A H / delta)
-    + S log(8 e (n + 1)); W = H where n = 0."""
-    S, A = n_sas.shape[:2]
-    n = n_sas.sum(-1)
-    p_hat = empirical_model(n_sas)
-    beta = jnp.log(3 * S * A * horizon / delta) + S * jnp.log(8 * jnp.e * (n + 1))
-    first = jnp.where(n > 0, 15 * horizon**2 * beta / jnp.maximum(n, 1), float(horizon))
+def rf_express_bonus(n_hsas: jax.Array, delta: float) -> jax.Array:
+    """RF-Express's W[h, s, a] (Menard et al. 2021, Algorithm 1) from per-step counts ``n_hsas[h, s, a, s']``:
 
-    def body(w_next, _):
-        w = jnp.minimum(float(horizon), first + (1 + 1 / horizon) * p_hat @ w_next.max(-1))
-        w = jnp.where(n > 0, w, float(horizon))
+        W_h(s, a) = min(H, 15 H^2 beta(n_h(s, a), delta) / n_h(s, a)
+                           + (1 + 1/H) sum_s' P_hat_h(s'|s, a) max_a' W_{h+1}(s', a')),   W_H = 0,
+
+    beta(n, delta) = log(3 S A H / delta) + S log(8 e (n + 1)), and W_h(s, a) = H where n_h(s, a) = 0; P_hat_h is
+    the empirical transition of step h. (With few episodes the first term exceeds H everywhere, so W = H and the
+    exploration policy breaks its ties at random: uniform exploration, as in the paper.)"""
+    H, S, A = n_hsas.shape[:3]
+    n = n_hsas.sum(-1)  # [H, S, A]
+    p_hat = empirical_model(n_hsas)  # [H, S, A, S]
+    beta = jnp.log(3 * S * A * H / delta) + S * jnp.log(8 * jnp.e * (n + 1))
+    first = 15 * H**2 * beta / jnp.maximum(n, 1)
+
+    def body(w_next, inputs):
+        first_h, p_h, n_h = inputs
+        w = jnp.minimum(float(H), first_h + (1 + 1 / H) * p_h @ w_next.max(-1))
+        w = jnp.where(n_h > 0, w, float(H))
         return w, w
 
-    _, ws = jax.lax.scan(body, jnp.zeros((S, A), n_sas.dtype), None, length=horizon)
-    return ws[::-1]
+    _, ws = jax.lax.scan(body, jnp.zeros((S, A), n_hsas.dtype), (first, p_hat, n), reverse=True)
+    return ws
+
+
+def greedy_random_ties(w: jax.Array, key: jax.Array) -> jax.Array:
+    """The deterministic policy pi_h(s) = argmax_a w[h, s, a] as one-hot ``[H, S, A]``, each tie broken uniformly
+    at random (a fresh draw per (h, s))."""
+    u = jax.random.uniform(key, w.shape, w.dtype)
+    best = w >= w.max(-1, keepdims=True)
+    return jax.nn.one_hot(jnp.argmax(jnp.where(best, u, -1.0), axis=-1), w.shape[-1], dtype=w.dtype)
 
 
 def rf_express(mdp: TabularMDP, key: jax.Array, episodes: jax.Array, episodes_max: int,
                delta: float = 0.1) -> jax.Array:
-    """``episodes`` (<= ``episodes_max``, may be traced) of RF-Express: each plays the greedy policy of W and adds
-    its transitions to the counts n(s, a, s'), which are returned."""
+    """``episodes`` (<= ``episodes_max``, may be traced) of RF-Express (Menard et al. 2021, Algorithm 1): each plays
+    the greedy policy of W (:func:`rf_express_bonus` on the per-step counts n_h(s, a, s'), ties at random) and adds
+    its transitions to the counts. Returns the counts n(s, a, s') summed over the steps (the model of a
+    time-homogeneous MDP uses every transition)."""
     S, A, H = mdp.n_states, mdp.n_actions, mdp.horizon
 
-    def body(n_sas, inputs):
+    def body(n_hsas, inputs):
         k, key_k = inputs
-        w = rf_express_bonus(n_sas, H, delta)
-        pi = jax.nn.one_hot(w.argmax(-1), A, dtype=n_sas.dtype)
-        st, ac, nx = _rollout_full(mdp, pi, key_k)
-        add = jnp.zeros_like(n_sas).at[st, ac, nx].add(1.0)
-        return n_sas + jnp.where(k < episodes, add, 0.0), None
+        k_tie, k_roll = jax.random.split(key_k)
+        pi = greedy_random_ties(rf_express_bonus(n_hsas, delta), k_tie)
+        st, ac, nx = _rollout_full(mdp, pi, k_roll)
+        add = jnp.zeros_like(n_hsas).at[jnp.arange(H), st, ac, nx].add(1.0)
+        return n_hsas + jnp.where(k < episodes, add, 0.0), None
 
-    n0 = jnp.zeros((S, A, S), mdp.P.dtype)
-    n_sas, _ = jax.lax.scan(body, n0, (jnp.arange(episodes_max), _episode_keys(key, episodes_max)))
-    return n_sas
+    n0 = jnp.zeros((H, S, A, S), mdp.P.dtype)
+    n_hsas, _ = jax.lax.scan(body, n0, (jnp.arange(episodes_max), _episode_keys(key, episodes_max)))
+    return n_hsas.sum(0)
 
 
 def ail_in_model(mdp: TabularMDP, p_hat: jax.Array, d_hat: jax.Array, iterations: int,
@@ -215,16 +231,17 @@ def oal(mdp: TabularMDP, pi_expert: jax.Array, expert_states: jax.Array, expert_
     return gaps.sum() / jnp.maximum(episodes, 1)
 
 
-def compare_study(mdp: TabularMDP, pi_expert: jax.Array, n_expert: int, budgets: jax.Array, keys: jax.Array,
+def compare_study(mdps: TabularMDP, pi_experts: jax.Array, n_expert: int, budgets: jax.Array, keys: jax.Array,
                   episodes_max: int, mbtail_kw: dict[str, Any] | None = None,
                   oal_kw: dict[str, Any] | None = None) -> dict[str, jax.Array]:
     """MB-TAIL's and OAL's exact gaps for every (seed, budget K): ``[seeds, len(budgets)]`` each; both use the same
-    ``n_expert`` expert trajectories per seed. Vmapped over seeds and budgets (masked up to ``episodes_max``)."""
+    ``n_expert`` expert trajectories per seed. ``mdps`` / ``pi_experts`` carry one instance per seed (leading axis
+    ``seeds``). Vmapped over seeds and budgets (masked up to ``episodes_max``)."""
     from rl_theory.tabular import sample_trajectories
 
     mbtail_kw, oal_kw = mbtail_kw or {}, oal_kw or {}
 
-    def one_seed(key):
+    def one_seed(mdp, pi_expert, key):
         k_e, k_run = jax.random.split(key)
         es, ea = sample_trajectories(mdp, pi_expert, k_e, n_expert)
 
@@ -237,4 +254,4 @@ def compare_study(mdp: TabularMDP, pi_expert: jax.Array, n_expert: int, budgets:
         g_m, g_o = jax.vmap(one)(budgets, jnp.arange(budgets.shape[0]))
         return {"gap_mbtail": g_m, "gap_oal": g_o}
 
-    return jax.vmap(one_seed)(keys)
+    return jax.vmap(one_seed)(mdps, pi_experts, keys)

@@ -35,6 +35,7 @@ from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule, power_decay
 from ratelab.solver import Solver
 from ratelab.validate import check_nonnegative, check_positive, check_positive_int
+from rl_theory.precision import storage_dtype
 
 Tup = tuple[jax.Array, ...]
 
@@ -202,43 +203,86 @@ def _seed(key: jax.Array) -> np.random.Generator:
     return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
 
 
-def make_coupled_linear(key: jax.Array, *, dims: Sequence[int] = (3, 3), lam_min: float = 1.0,
-                        lam_max: float = 2.0, coupling: float = 0.5, sigma: float | Sequence[float] = 1.0,
-                        z0_scale: float = 1.0) -> CoupledLinearSA:
-    """Coupled linear SA in the paper's chain form: H_1 = A_1 x - C_1 y^N - b_1, H_{n+1} = A_{n+1} y^n - C_{n+1}
-    y^{n-1} - b_{n+1} (y^0 = x), each A_m symmetric with spectrum in [lam_min, lam_max], ||C_m|| = coupling.
-
-    Raises unless the joint operator is strongly monotone (min eigenvalue of (A + A^T)/2 > 0).
-    """
-    dims = _dims(dims)
-    check_positive("lam_min", lam_min)
-    check_positive("lam_max", lam_max)
-    check_nonnegative("coupling", coupling)
-    if lam_max < lam_min:
-        raise RatelabError(f"lam_max must be >= lam_min ({lam_min}), got {lam_max}")
-    m = len(dims)
+def _sigmas(sigma: Any, m: int) -> np.ndarray:
     sig = np.broadcast_to(np.asarray(sigma, dtype=float), (m,)) if np.ndim(sigma) == 0 else np.asarray(sigma, float)
     if sig.shape != (m,):
         raise RatelabError(f"sigma must be a number or one value per sequence ({m}), got {sigma!r}")
     check_positive("sigma", sig)
-    rng = _seed(key)
-    off = np.cumsum((0, *dims))
-    A = np.zeros((off[-1], off[-1]))
-    for i, d in enumerate(dims):
-        A[off[i]:off[i + 1], off[i]:off[i + 1]] = _spd(rng, d, lam_min, lam_max)
-        j = (i - 1) % m
-        A[off[i]:off[i + 1], off[j]:off[j + 1]] = -_scaled(rng, (d, dims[j]), coupling)
-    mu = float(np.linalg.eigvalsh(0.5 * (A + A.T)).min())
+    return sig
+
+
+def coupled_linear(A: Any, b: Any, dims: Sequence[int], *, sigma: float | Sequence[float] = 1.0, z0: Any = None,
+                   dtype: Any = None) -> CoupledLinearSA:
+    """:class:`CoupledLinearSA` from the user's own operator: H(z) = A z - b on z = (z_1, ..., z_M), blocks of
+    sizes ``dims``; the root z* = A^{-1} b is computed here (float64, from the stored A and b).
+
+    Checks shapes and strong monotonicity (min eigenvalue of (A + A^T)/2 > 0, the paper's Assumption for
+    Theorem 1). ``z0`` defaults to 0; ``sigma`` is one noise level per sequence (or one for all). Arrays are stored
+    in ``dtype`` (:func:`rl_theory.precision.storage_dtype`: no silent float64 -> float32 rounding).
+    """
+    dims = _dims(dims)
+    dt = storage_dtype(dtype, A=A, b=b, z0=z0)
+    n = int(np.sum(dims))
+    A_np = np.asarray(A, dtype=float)
+    if A_np.shape != (n, n):
+        raise RatelabError(f"A must have shape {(n, n)} (the sum of dims {dims}), got {A_np.shape}")
+    b_np = np.asarray(b, dtype=float)
+    if b_np.shape != (n,):
+        raise RatelabError(f"b must have shape {(n,)} to match A, got {b_np.shape}")
+    z0_np = np.zeros(n) if z0 is None else np.asarray(z0, dtype=float)
+    if z0_np.shape != (n,):
+        raise RatelabError(f"z0 must have shape {(n,)} to match A, got {z0_np.shape}")
+    if not (np.all(np.isfinite(A_np)) and np.all(np.isfinite(b_np)) and np.all(np.isfinite(z0_np))):
+        raise RatelabError("A, b and z0 must be finite")
+    sig = _sigmas(sigma, len(dims))
+    A_np, b_np, z0_np = (v.astype(dt).astype(float) for v in (A_np, b_np, z0_np))
+    mu = float(np.linalg.eigvalsh(0.5 * (A_np + A_np.T)).min())
     if mu <= 0:
-        raise RatelabError(f"coupling must be small enough for a strongly monotone joint operator "
-                           f"(min eigenvalue of (A + A^T)/2 = {mu:.3g} <= 0); got coupling={coupling}")
-    b = rng.standard_normal(off[-1])
-    z_star = np.linalg.solve(A, b)
-    z0 = z_star + z0_scale * rng.standard_normal(off[-1])
-    dt = jnp.result_type(float)
-    return CoupledLinearSA(A=jnp.asarray(A, dt), b=jnp.asarray(b, dt), sigma=jnp.asarray(sig, dt),
-                           z0=_split(jnp.asarray(z0, dt), dims), z_star=_split(jnp.asarray(z_star, dt), dims),
-                           dims=dims, names=_names(m))
+        raise RatelabError(f"A must be strongly monotone (min eigenvalue of (A + A^T)/2 > 0), got {mu:.3g}")
+    z_star = np.linalg.solve(A_np, b_np)
+    return CoupledLinearSA(A=jnp.asarray(A_np, dt), b=jnp.asarray(b_np, dt), sigma=jnp.asarray(sig, dt),
+                           z0=_split(jnp.asarray(z0_np, dt), dims), z_star=_split(jnp.asarray(z_star, dt), dims),
+                           dims=dims, names=_names(len(dims)))
+
+
+def make_coupled_linear(key: jax.Array, *, dims: Sequence[int] = (3, 3), lam_min: float = 1.0,
+                        lam_max: float = 2.0, coupling: float = 0.5, sigma: float | Sequence[float] = 1.0,
+                        z0_scale: float = 1.0, A: Any = None, b: Any = None) -> CoupledLinearSA:
+    """Coupled linear SA in the paper's chain form: H_1 = A_1 x - C_1 y^N - b_1, H_{n+1} = A_{n+1} y^n - C_{n+1}
+    y^{n-1} - b_{n+1} (y^0 = x), each A_m symmetric with spectrum in [lam_min, lam_max], ||C_m|| = coupling.
+
+    A given ``A`` (and/or ``b``) replaces the random one (``lam_min``, ``lam_max``, ``coupling`` then do not apply
+    to it); z* = A^{-1} b is computed by :func:`coupled_linear`, z0 = z* + z0_scale N(0, I).
+    Raises unless the joint operator is strongly monotone (min eigenvalue of (A + A^T)/2 > 0).
+    """
+    dims = _dims(dims)
+    check_nonnegative("z0_scale", z0_scale)
+    m, n = len(dims), int(np.sum(dims))
+    rng = _seed(key)
+    if A is None:
+        check_positive("lam_min", lam_min)
+        check_positive("lam_max", lam_max)
+        check_nonnegative("coupling", coupling)
+        if lam_max < lam_min:
+            raise RatelabError(f"lam_max must be >= lam_min ({lam_min}), got {lam_max}")
+        off = np.cumsum((0, *dims))
+        A_gen = np.zeros((n, n))
+        for i, d in enumerate(dims):
+            A_gen[off[i]:off[i + 1], off[i]:off[i + 1]] = _spd(rng, d, lam_min, lam_max)
+            j = (i - 1) % m
+            A_gen[off[i]:off[i + 1], off[j]:off[j + 1]] = -_scaled(rng, (d, dims[j]), coupling)
+        mu = float(np.linalg.eigvalsh(0.5 * (A_gen + A_gen.T)).min())
+        if mu <= 0:
+            raise RatelabError(f"coupling must be small enough for a strongly monotone joint operator "
+                               f"(min eigenvalue of (A + A^T)/2 = {mu:.3g} <= 0); got coupling={coupling}")
+        A, dt = A_gen, storage_dtype()
+    else:
+        dt = storage_dtype(None, A=A, b=b)
+    b = rng.standard_normal(n) if b is None else b
+    problem = coupled_linear(A, b, dims, sigma=sigma, dtype=dt)
+    z_star = np.concatenate([np.asarray(v, dtype=float) for v in problem.z_star])
+    z0 = z_star + z0_scale * rng.standard_normal(n)
+    return coupled_linear(problem.A, problem.b, dims, sigma=sigma, z0=z0.astype(dt), dtype=dt)
 
 
 def make_coupled_nonlinear(key: jax.Array, *, dim: int = 3, lam: tuple[float, float] = (1.5, 1.0),
@@ -256,7 +300,7 @@ def make_coupled_nonlinear(key: jax.Array, *, dim: int = 3, lam: tuple[float, fl
     rng = _seed(key)
     zs = rng.standard_normal((2, dim))
     z0 = zs + z0_scale * rng.standard_normal((2, dim))
-    dt = jnp.result_type(float)
+    dt = storage_dtype()
     return CoupledNonlinearSA(
         lam=jnp.asarray(lam, dt), Cx=jnp.asarray(_scaled(rng, (dim, dim), coupling), dt),
         Cy=jnp.asarray(_scaled(rng, (dim, dim), coupling), dt), sigma=jnp.full((2,), sigma, dt),
@@ -281,7 +325,7 @@ def make_bilevel_nonconvex(key: jax.Array, *, dim: int = 4, lam_min: float = 1.0
     B, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
     c = c_scale * rng.standard_normal(dim)
     x0 = x0_scale * rng.standard_normal(dim)
-    dt = jnp.result_type(float)
+    dt = storage_dtype()
     zero = jnp.zeros(dim, dt)
     return BilevelSA(H=jnp.asarray(H, dt), H_inv=jnp.asarray(np.linalg.inv(H), dt), B=jnp.asarray(B, dt),
                      c=jnp.asarray(c, dt), rho=jnp.asarray(rho, dt),

@@ -26,6 +26,7 @@ from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule
 from ratelab.solver import Solver
 from ratelab.validate import check_positive, check_positive_int, check_shape
+from rl_theory.precision import storage_dtype
 
 
 @jax.tree_util.register_dataclass
@@ -60,7 +61,13 @@ class LinearSA:
 
 
 def linear_sa(A: Any, b: Any, *, sigma: float = 1.0, x0: Any = None, dtype: Any = None) -> LinearSA:
-    """Build a :class:`LinearSA` after checking shapes and strong monotonicity (min eig of (A + A^T)/2 > 0)."""
+    """Build a :class:`LinearSA` after checking shapes and strong monotonicity (min eig of (A + A^T)/2 > 0).
+
+    The arrays are stored in ``dtype`` (default: JAX's default float; see :func:`rl_theory.precision.storage_dtype`,
+    which raises rather than round float64 data to float32 outside x64 mode). x* solves A x = b in float64 from the
+    stored A and b, so that it is their root to the storage precision.
+    """
+    dtype = storage_dtype(dtype, A=A, b=b, x0=x0)
     A_np = np.atleast_2d(np.asarray(A, dtype=float))
     b_np = np.atleast_1d(np.asarray(b, dtype=float))
     if A_np.ndim != 2 or A_np.shape[0] != A_np.shape[1]:
@@ -73,7 +80,7 @@ def linear_sa(A: Any, b: Any, *, sigma: float = 1.0, x0: Any = None, dtype: Any 
     mu = float(np.linalg.eigvalsh(0.5 * (A_np + A_np.T)).min())
     if mu <= 0:
         raise RatelabError(f"A must be strongly monotone (min eigenvalue of (A + A^T)/2 > 0), got {mu:.3g}")
-    dtype = dtype or jnp.result_type(float)
+    A_np, b_np, x0_np = (v.astype(dtype).astype(float) for v in (A_np, b_np, x0_np))
     x_star = np.linalg.solve(A_np, b_np)
     return LinearSA(
         A=jnp.asarray(A_np, dtype),
@@ -89,7 +96,7 @@ def make_scalar_sa(key: jax.Array | None = None, *, lam: float = 1.0, sigma: flo
     """Chung's scalar problem h(x) = lam (x - x_star) with N(0, sigma^2) noise. ``key`` is unused."""
     del key
     check_positive("lam", lam)
-    return linear_sa([[lam]], [lam * x_star], sigma=sigma, x0=[x0])
+    return linear_sa([[lam]], [lam * x_star], sigma=sigma, x0=[x0], dtype=storage_dtype())
 
 
 def make_linear_sa(key: jax.Array, *, dim: int, lam_min: float = 1.0, lam_max: float = 1.0, sigma: float = 1.0,
@@ -105,7 +112,7 @@ def make_linear_sa(key: jax.Array, *, dim: int, lam_min: float = 1.0, lam_max: f
     A = (q * np.linspace(lam_min, lam_max, dim)) @ q.T
     b = np.asarray(jax.random.normal(kb, (dim,)), dtype=float)
     x0 = np.linalg.solve(A, b) + x0_scale * np.asarray(jax.random.normal(kx, (dim,)), dtype=float)
-    return linear_sa(0.5 * (A + A.T), b, sigma=sigma, x0=x0)
+    return linear_sa(0.5 * (A + A.T), b, sigma=sigma, x0=x0, dtype=storage_dtype())
 
 
 class RMState(NamedTuple):

@@ -17,7 +17,7 @@ Instances:
 
 * :func:`reset_cliff` - the Reset-Cliff MDP (the no-interaction lower-bound construction of Rajaraman et al. 2020,
   Section 6 / Appendix B.5; used again by Xu, Li, Zhang, Yu, Luo, arXiv:2106.10424 and arXiv:2306.06563): good states
-  0..|S|-2 and one absorbing bad state b = |S|-1. At a good state the expert action (action 0) earns reward 1 and
+  0..|S|-2 and one absorbing bad state b = |S|-1. At a good state the expert action a_E(s) earns reward 1 and
   resets the state to rho; any other action earns 0 and falls into b, where every action earns 0 forever.
 * :func:`lower_bound_rho` - the initial distribution of the lower-bound construction for a dataset of N expert
   trajectories: mass 1 - (|S|-2)/(N+1) on good state 0 and 1/(N+1) on each of the other |S|-2 good states.
@@ -35,6 +35,7 @@ import numpy as np
 
 from ratelab.errors import RatelabError
 from ratelab.validate import check_positive, check_positive_int
+from rl_theory.precision import storage_dtype
 
 
 @jax.tree_util.register_dataclass
@@ -57,8 +58,12 @@ class TabularMDP:
 
 
 def tabular_mdp(P: Any, r: Any, rho: Any, horizon: int, *, dtype: Any = None) -> TabularMDP:
-    """Build a :class:`TabularMDP` after checking shapes and that P(.|s, a) and rho are distributions."""
+    """Build a :class:`TabularMDP` after checking shapes and that P(.|s, a) and rho are distributions.
+
+    Arrays are stored in ``dtype`` (:func:`rl_theory.precision.storage_dtype`: JAX's default float, and an error
+    rather than a silent rounding of float64 data to float32 outside x64 mode)."""
     horizon = check_positive_int("horizon", horizon)
+    dtype = storage_dtype(dtype, P=P, r=r, rho=rho)
     P_np, r_np, rho_np = (np.asarray(x, dtype=float) for x in (P, r, rho))
     if P_np.ndim != 3 or P_np.shape[0] != P_np.shape[2]:
         raise RatelabError(f"P must have shape [S, A, S], got {P_np.shape}")
@@ -73,7 +78,6 @@ def tabular_mdp(P: Any, r: Any, rho: Any, horizon: int, *, dtype: Any = None) ->
         raise RatelabError(f"rho must be a probability vector (non-negative, sum 1), got sum {rho_np.sum():g}")
     if not np.all(np.isfinite(r_np)):
         raise RatelabError("r must be finite")
-    dtype = dtype or jnp.result_type(float)
     return TabularMDP(jnp.asarray(P_np, dtype), jnp.asarray(r_np, dtype), jnp.asarray(rho_np, dtype), horizon)
 
 
@@ -224,10 +228,12 @@ def reset_cliff(n_states: int, n_actions: int, horizon: int, rho: Any = None, *,
                 decoys: int = 0, dtype: Any = None) -> TabularMDP:
     """The Reset-Cliff MDP (see the module docstring); ``rho`` defaults to uniform over the good states.
 
-    ``expert_actions[s]`` (default 0 everywhere) is the rewarded action of good state s. ``decoys`` > 0 adds the
-    known-transition variant constructed here (not from the papers): the ``decoys`` actions a_E(s) + 1, ...,
-    a_E(s) + decoys (mod |A|) also reset the state to rho but earn 0, so a learner who knows P cannot tell them
-    from the expert's action, while the remaining actions still fall off the cliff.
+    ``expert_actions[s]`` is the rewarded action of good state s; the default a_E(s) = s mod |A| differs by state,
+    so that no learner's tie-breaking (towards action 0, say) lines up with the expert by accident. ``decoys`` > 0
+    adds the known-transition variant constructed here (not from the papers): the ``decoys`` actions a_E(s) + 1,
+    ..., a_E(s) + decoys (mod |A|) also reset the state to rho but earn 0, so a learner who knows P cannot tell
+    them from the expert's action, while the remaining actions still fall off the cliff (``decoys = n_actions - 1``:
+    no cliff is left, every action resets, and a mistake costs one step's reward without compounding).
     The expert (:func:`reset_cliff_expert`) plays a_E(s) and earns H.
     """
     n_states = check_positive_int("n_states", n_states)
@@ -236,15 +242,16 @@ def reset_cliff(n_states: int, n_actions: int, horizon: int, rho: Any = None, *,
         raise RatelabError(f"n_states must be >= 2 (a good state and the bad one), got {n_states}")
     if n_actions < 2:
         raise RatelabError(f"n_actions must be >= 2 (the expert action and a mistake), got {n_actions}")
-    if isinstance(decoys, bool) or not isinstance(decoys, int) or not 0 <= decoys <= n_actions - 2:
-        raise RatelabError(f"decoys must be an integer in [0, n_actions - 2] = [0, {n_actions - 2}], got {decoys!r}")
+    if isinstance(decoys, bool) or not isinstance(decoys, int) or not 0 <= decoys <= n_actions - 1:
+        raise RatelabError(f"decoys must be an integer in [0, n_actions - 1] = [0, {n_actions - 1}], got {decoys!r}")
+    dtype = storage_dtype(dtype, rho=rho)
     if rho is None:
         rho = np.r_[np.full(n_states - 1, 1.0 / (n_states - 1)), 0.0]
     rho = np.asarray(rho, dtype=float)
     if rho.shape == (n_states,) and rho[-1] != 0:
         raise RatelabError(f"rho must put no mass on the bad state {n_states - 1}, got {rho[-1]:g}")
     bad = n_states - 1
-    a_e = np.zeros(bad, int) if expert_actions is None else np.asarray(expert_actions)
+    a_e = np.arange(bad) % n_actions if expert_actions is None else np.asarray(expert_actions)
     if a_e.shape != (bad,) and a_e.shape != (n_states,):
         raise RatelabError(f"expert_actions must have shape [S] = {(n_states,)}, got {a_e.shape}")
     a_e = a_e[:bad]
@@ -281,4 +288,4 @@ def random_mdp(key: jax.Array, n_states: int, n_actions: int, horizon: int, *, c
     P = rng.dirichlet(np.full(n_states, concentration), (n_states, n_actions))
     r = rng.uniform(size=(n_states, n_actions))
     rho = rng.dirichlet(np.ones(n_states))
-    return tabular_mdp(P / P.sum(-1, keepdims=True), r, rho / rho.sum(), horizon, dtype=dtype)
+    return tabular_mdp(P / P.sum(-1, keepdims=True), r, rho / rho.sum(), horizon, dtype=storage_dtype(dtype))

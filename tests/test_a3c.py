@@ -175,3 +175,41 @@ def test_bad_inputs_are_rejected():
         make_linear_mdp(jax.random.key(0), policy="neural")
     with pytest.raises(RatelabError, match="max_workers"):
         jax.jit(lambda n: a3c_td0(alpha, beta, num_workers=n).init)(1.0)
+
+
+def test_stale_snapshots_give_delays_between_s_n_minus_1_and_s_n_minus_1():
+    """staleness s: a worker reads the snapshot N - 1 before the latest, snapshots every s writes, so
+    tau_k = k - s max(floor(k / s) - (N - 1), 0); s = 1 is the plain round robin."""
+    mdp = _mdp()
+    n, s = 3, 5
+    tr = run(a3c_td0(*_steps(), num_workers=n, staleness=s, metrics="none"), mdp, 0, steps=200, seeds=2,
+             log_every=1)
+    k = tr.steps - 1
+    expected = k - s * np.maximum(k // s - (n - 1), 0)
+    np.testing.assert_array_equal(tr["delay"], np.broadcast_to(expected, (2, k.size)))
+    late = k >= s * (n - 1)
+    assert expected[late].min() == s * (n - 1) and expected[late].max() == s * n - 1
+    with pytest.raises(RatelabError, match="staleness"):
+        a3c_td0(*_steps(), delay="zero", staleness=2)
+
+
+def test_speedup_is_claimed_on_total_samples_with_a_control_that_scales_the_steps():
+    """Samples per worker = total / N has slope -1 + (total's slope) by construction, so the claim is on the total
+    (slope 0); its control divides the steps by N, and every row the claims read exists in the one sweep."""
+    from experiments.a3c import row, settings
+
+    exp = get("a3c-speedup")
+    cfg = exp.config("quick")
+    (claim,) = exp.claims(cfg)
+    assert (claim.metric, claim.expected) == ("total_samples", 0.0)
+    assert claim.controls[0].claim["metric"] == "scaled_total_samples"
+    rows = settings(cfg)
+    for label in ("paper", "steps-over-N"):
+        for n in WORKERS:
+            lab, n_row, scale, power = rows[row(cfg, label, n)]
+            assert n_row == n and scale == (1.0 if label == "paper" or n == 1 else 1.0 / n) and power == 0.6
+    stat = get("a3c-stationarity")
+    for c in stat.claims(cfg):
+        (control,) = c.controls
+        assert rows[control.claim["index"][0]][0] == "slow-actor"
+        assert rows[c.index[0]][1] == rows[control.claim["index"][0]][1]  # same N as the claim's row

@@ -14,6 +14,7 @@ from rl_theory.imitation import (
     bc_gap_given_unseen_reset_cliff,
     bc_gap_reset_cliff,
     bc_gap_study,
+    bc_gaps,
     bc_step_gaps,
     behavior_cloning,
     counts,
@@ -121,9 +122,15 @@ def test_reset_cliff_expert_earns_h_and_a_mistake_loses_the_rest():
     mdp = reset_cliff(5, 3, 6)
     pi_e = reset_cliff_expert(mdp)
     assert _np_return(mdp.P, mdp.r, mdp.rho, pi_e) == pytest.approx(6.0)
+    # the default expert action differs by state: a_E(s) = s mod |A|
+    np.testing.assert_array_equal(np.asarray(pi_e[0, :-1].argmax(-1)), np.arange(4) % 3)
     # a policy that errs only at step 2 on every good state earns exactly 2
-    pi = pi_e.at[2, :-1].set(jax.nn.one_hot(1, 3))
+    wrong = jax.nn.one_hot((np.arange(4) % 3 + 1) % 3, 3)
+    pi = pi_e.at[2, :-1].set(wrong)
     assert float(jax.jit(imitation_gap)(mdp, pi_e, pi)) == pytest.approx(4.0)
+    # without the cliff (every action resets) the same mistakes cost one reward each, never the rest
+    no_cliff = reset_cliff(5, 3, 6, decoys=2)
+    assert float(jax.jit(imitation_gap)(no_cliff, pi_e, pi)) == pytest.approx(1.0)
 
 
 def test_bc_equals_expert_on_seen_states():
@@ -201,6 +208,44 @@ def test_monte_carlo_mean_of_bc_gap_matches_closed_form():
         assert abs(gaps[:, j].mean() - closed) < 4 * se
 
 
+@pytest.mark.parametrize("decoys", [1, 2])
+def test_closed_form_with_decoys_matches_monte_carlo(decoys):
+    """Decoy actions reset like the expert's: the gap H - (1 - m) sum_{j<H} (1 - m_c)^j, m_c = m (A-1-decoys)/(A-1);
+    with no cliff left (decoys = A - 1) it is m H exactly, linear in H."""
+    S, A, H, N = 7, 3, 10, 16
+    rho = lower_bound_rho(S, N)
+    mdp = reset_cliff(S, A, H, rho, expert_actions=np.random.default_rng(decoys).integers(0, A, S - 1),
+                      decoys=decoys)
+    pi_e = reset_cliff_expert(mdp)
+    keys = jax.random.split(jax.random.key(8), 4000)
+    per_step = np.asarray(jax.jit(bc_step_gaps, static_argnums=2)(mdp, pi_e, N, keys))
+    for h in (3, H):
+        g = per_step[:, :h].sum(-1)
+        closed = float(bc_gap_reset_cliff(rho, A, h, N, decoys))
+        assert abs(g.mean() - closed) < 4 * g.std(ddof=1) / np.sqrt(g.size), (h, g.mean(), closed)
+    if decoys == A - 1:
+        m = float(bc_death_rate_reset_cliff(rho, A, N))
+        assert float(bc_gap_reset_cliff(rho, A, H, N, decoys)) == pytest.approx(m * H, rel=1e-12)
+    assert float(bc_gap_reset_cliff(rho, A, H, N, 0)) == pytest.approx(
+        H - float(sum((1 - bc_death_rate_reset_cliff(rho, A, N)) ** j for j in range(1, H + 1))), rel=1e-12)
+
+
+def test_concrete_ns_draw_only_the_needed_trajectories_with_the_same_gaps():
+    """bc_gaps with static ns (sum_j N_j rollouts) == with traced ns (a max-N buffer per N, masked); the pooled BC
+    sees H times more samples per state and lies below the paper's BC."""
+    S, A, H = 6, 3, 5
+    ns = (8, 16, 32)
+    mdps = stack_mdps([reset_cliff(S, A, H, lower_bound_rho(S, n)) for n in ns])
+    pi_e = reset_cliff_expert(reset_cliff(S, A, H))
+    keys = jax.random.split(jax.random.key(9), 6)
+    static = jax.jit(lambda m, k: bc_gaps(m, pi_e, ns, k, 32, 0, ("bc", "pooled")))(mdps, keys)
+    traced = jax.jit(lambda m, n, k: bc_gaps(m, pi_e, n, k, 32, 0, ("bc", "pooled")))(mdps, jnp.asarray(ns), keys)
+    for name in ("bc", "pooled"):
+        np.testing.assert_allclose(np.asarray(static[name]), np.asarray(traced[name]), atol=1e-12)
+    assert np.all(np.asarray(static["pooled"]) <= np.asarray(static["bc"]) + 1e-12)
+    assert float(np.asarray(static["bc"]).mean()) > 0
+
+
 def test_closed_form_limits():
     """m H << 1: gap ~ m H (H + 1) / 2; the lower-bound rho gives m ~ (1 - 1/A)(|S| - 2) / (e N)."""
     S, A, N = 12, 5, 100_000
@@ -251,6 +296,37 @@ def test_discriminator_weights_reach_the_density_ratio():
                                                    steps=3000, learning_rate=0.05))(n_e, n_u)
     ratio = (n_e / n_e.sum()) / (n_u / n_u.sum())
     np.testing.assert_allclose(np.asarray(w), np.asarray(ratio), rtol=1e-3)
+
+
+def test_wbcu_with_the_optimal_discriminator_is_no_worse_than_bc_on_a_state_dependent_expert():
+    """Expert actions drawn per state, a uniform-noise D_S: the discriminator's optimum (w = p_E / p_U, 0 off D_E's
+    support) leaves only expert actions with weight, so WBCU plays the expert wherever BC does and its gap is at most
+    BC's, dataset by dataset; the trained discriminator with tabular features and an L2 penalty gets there only
+    approximately (weights exp(theta . phi) > 0 off the support)."""
+    from rl_theory.imitation import density_ratio_weights
+    from rl_theory.tabular import rollout
+
+    S, A, H, NE, NS = 6, 3, 6, 6, 40
+    mdp = reset_cliff(S, A, H, expert_actions=np.random.default_rng(4).integers(0, A, S - 1))
+    pi_e = reset_cliff_expert(mdp)
+    noise = jnp.full_like(pi_e, 1.0 / A)
+
+    @jax.jit
+    def gaps(key):
+        ke, ks = jax.random.split(key)
+        es, ea = sample_trajectories(mdp, pi_e, ke, NE)
+        ss, sa, _ = jax.vmap(lambda k: rollout(mdp, noise, k))(jax.random.split(ks, NS))
+        full_e, full_s = jnp.ones(NE, bool), jnp.ones(NS, bool)
+        pi_w = wbcu(es, ea, full_e, ss, sa, full_s, S, A)
+        n_e = counts(es, ea, full_e, S, A).sum(0)
+        w = density_ratio_weights(n_e, n_e + counts(ss, sa, full_s, S, A).sum(0))
+        return (imitation_gap(mdp, pi_e, pi_w), imitation_gap(mdp, pi_e, behavior_cloning(es, ea, full_e, S, A)),
+                imitation_gap(mdp, pi_e, nbcu(es, ea, full_e, ss, sa, full_s, S, A)), w, n_e)
+
+    g_w, g_bc, g_n, w, n_e = (np.asarray(x) for x in jax.vmap(gaps)(jax.random.split(jax.random.key(5), 20)))
+    assert np.all(g_w <= g_bc + 1e-12) and g_bc.mean() > 0.05
+    assert g_n.mean() > g_bc.mean() + 1.0  # NBCU imitates the noise
+    np.testing.assert_array_equal(w > 0, n_e > 0)
 
 
 def test_nbcu_and_wbcu_reduce_to_bc():
@@ -321,6 +397,21 @@ def test_mimic_md_with_known_transitions_never_falls_off_the_cliff():
     assert float(jax.jit(imitation_gap)(mdp, pi_e, bc)) > 0.01
 
 
+def test_float64_data_is_never_rounded_silently():
+    """Outside x64 mode a float64 P / rho that float32 cannot hold raises instead of being rounded (main rounded it
+    without a word); inside x64 mode it is kept; Python lists take the default float."""
+    P = np.full((3, 2, 3), 1 / 3)
+    with jax.enable_x64(False):
+        with pytest.raises(RatelabError, match="x64"):
+            tabular_mdp(P, np.zeros((3, 2)), np.ones(3) / 3, 4)
+        with pytest.raises(RatelabError, match="x64"):
+            reset_cliff(4, 2, 3, rho=lower_bound_rho(4, 6))
+        assert tabular_mdp(P, np.zeros((3, 2)), np.ones(3) / 3, 4, dtype=jnp.float32).P.dtype == jnp.float32
+        assert reset_cliff(4, 2, 3).P.dtype == jnp.float32
+    mdp = tabular_mdp(P, np.zeros((3, 2)), np.ones(3) / 3, 4)
+    assert mdp.P.dtype == jnp.float64 and float(mdp.P[0, 0, 0]) == 1 / 3
+
+
 def test_bad_input_errors():
     with pytest.raises(RatelabError, match="n_states"):
         reset_cliff(1, 2, 3)
@@ -350,7 +441,9 @@ def test_bad_input_errors():
     with pytest.raises(RatelabError, match="N >= 2"):
         mimic_md(np.asarray(mdp.P), np.asarray(mdp.rho), np.zeros((1, 3), int), np.zeros((1, 3), int))
     with pytest.raises(RatelabError, match="decoys"):
-        reset_cliff(4, 3, 3, decoys=2)
+        reset_cliff(4, 3, 3, decoys=3)
+    with pytest.raises(RatelabError, match="decoys"):
+        bc_gap_reset_cliff(lower_bound_rho(4, 4), 3, 3, 4, decoys=3)
     with pytest.raises(RatelabError, match="expert_actions"):
         reset_cliff(4, 3, 3, expert_actions=[0, 3, 1])
     with pytest.raises(RatelabError, match="l2"):
@@ -376,6 +469,23 @@ def test_experiment_configs_are_validated():
 # ------------------------------------------------------------------------------------------ MB-TAIL and OAL
 
 
+def _np_rf_express_w(n, delta):
+    """Reference: Menard et al. (2021)'s W recursion in NumPy, a Python loop over h, s, a (per-step counts)."""
+    H, S, A, _ = n.shape
+    w = np.zeros((H + 1, S, A))
+    for h in reversed(range(H)):
+        for s in range(S):
+            for a in range(A):
+                tot = n[h, s, a].sum()
+                if tot == 0:
+                    w[h, s, a] = H
+                    continue
+                beta = np.log(3 * S * A * H / delta) + S * np.log(8 * np.e * (tot + 1))
+                nxt = n[h, s, a] / tot @ w[h + 1].max(-1)
+                w[h, s, a] = min(H, 15 * H**2 * beta / tot + (1 + 1 / H) * nxt)
+    return w[:H]
+
+
 def test_empirical_model_and_rf_express_bonus():
     from rl_theory.mbtail import empirical_model, rf_express_bonus
 
@@ -386,15 +496,30 @@ def test_empirical_model_and_rf_express_bonus():
     np.testing.assert_allclose(p.sum(-1), 1.0)
     np.testing.assert_allclose(p[1, 0], 0.25)
     H, delta = 5, 0.1
-    w = np.asarray(jax.jit(rf_express_bonus, static_argnums=(1, 2))(jnp.asarray(n), H, delta))
+    n_h = rng.integers(0, 3, (H, 4, 2, 4)).astype(float)
+    n_h[:, 1, 0] = 0.0
+    bonus = jax.jit(rf_express_bonus, static_argnums=1)
+    w = np.asarray(bonus(jnp.asarray(n_h), delta))
     assert w.shape == (H, 4, 2) and np.all(w <= H) and np.all(w[:, 1, 0] == H)
-    # last step: W_{H-1} = min(H, 15 H^2 beta(n) / n) (W_H = 0)
-    tot = n.sum(-1)
-    beta = np.log(3 * 4 * 2 * H / delta) + 4 * np.log(8 * np.e * (tot + 1))
-    np.testing.assert_allclose(w[-1], np.where(tot > 0, np.minimum(H, 15 * H**2 * beta / np.maximum(tot, 1)), H))
-    # more data never raises the bound
-    w_more = np.asarray(rf_express_bonus(jnp.asarray(1000 * n), H, delta))
-    assert np.all(w_more <= w + 1e-12)
+    np.testing.assert_allclose(w, _np_rf_express_w(n_h, delta), rtol=1e-12)
+    # with many visits the bonus drops below H (the clipping stops binding) and more data never raises it
+    w_more = np.asarray(bonus(jnp.asarray(1e7 * n_h), delta))
+    np.testing.assert_allclose(w_more, _np_rf_express_w(1e7 * n_h, delta), rtol=1e-12)
+    assert np.all(w_more <= w + 1e-12) and w_more[-1][n_h[-1].sum(-1) > 0].max() < H
+
+
+def test_rf_express_explores_every_reachable_pair():
+    """A state-dependent expert (a_E(s) = s mod |A|): RF-Express's exploration (W = H everywhere at this sample size,
+    ties broken at random) tries every action of every good state and reaches the bad state; on main its argmax
+    broke every tie to action 0 and never tried the other actions."""
+    from rl_theory.mbtail import rf_express
+
+    mdp = reset_cliff(5, 3, 4)
+    n_sas = np.asarray(jax.jit(lambda k: rf_express(mdp, k, jnp.int32(60), 60))(jax.random.key(3)))
+    tried = n_sas.sum(-1) > 0
+    assert tried.all(), tried
+    # ties are broken at random: the actions tried at step 0 are spread over all three
+    assert n_sas.sum(-1)[:-1].min() >= 3
 
 
 def test_tail_estimator_is_unbiased_for_the_expert_occupancy():

@@ -11,6 +11,7 @@ from ratelab import RatelabError, harmonic
 from ratelab.runner import run
 from rl_theory.multi_sa import (
     asymptotic_constants,
+    coupled_linear,
     exact_block_second_moment,
     jacobian_at_root,
     make_bilevel_nonconvex,
@@ -156,3 +157,63 @@ def test_bad_inputs_are_rejected():
         make_coupled_nonlinear(jax.random.key(0), lam=(0.6, 1.0), coupling=0.2)
     with pytest.raises(RatelabError, match="scales"):
         asymptotic_constants(p, (0.1, 0.1))
+
+
+def test_coupled_linear_from_a_given_matrix_computes_its_root():
+    """The user's own operator: z* = A^{-1} b is computed (main's make_coupled_linear could not take a matrix)."""
+    rng = np.random.default_rng(0)
+    A = 2.0 * np.eye(5) + 0.3 * rng.standard_normal((5, 5))
+    b = rng.standard_normal(5)
+    with jax.enable_x64(True):
+        p = coupled_linear(A, b, (2, 3), sigma=(1.0, 0.5), z0=np.ones(5))
+        np.testing.assert_allclose(np.concatenate(p.z_star), np.linalg.solve(A, b), rtol=1e-12)
+        assert _max_abs(p.mean_field(p.solution())) < 1e-12
+        q = make_coupled_linear(jax.random.key(1), dims=(2, 3), A=A, b=b)
+        np.testing.assert_allclose(np.asarray(q.A), A)
+        np.testing.assert_allclose(np.concatenate(q.z_star), np.linalg.solve(A, b), rtol=1e-12)
+        r = make_coupled_linear(jax.random.key(1), dims=(2, 3), A=A)  # b drawn, root still exact
+        assert _max_abs(r.mean_field(r.solution())) < 1e-12
+    with pytest.raises(RatelabError, match="strongly monotone"):
+        coupled_linear(-np.eye(4), np.ones(4), (2, 2))
+    with pytest.raises(RatelabError, match=r"A must have shape \(4, 4\)"):
+        coupled_linear(np.eye(3), np.ones(3), (2, 2))
+    with pytest.raises(RatelabError, match="b must have shape"):
+        coupled_linear(np.eye(4), np.ones(3), (2, 2))
+
+
+def test_float64_user_data_is_kept_or_refused_never_rounded():
+    """Outside x64 mode, float64 data that float32 cannot hold raises (main rounded it silently, so that even
+    run(..., x64=True) floored near 1e-7); inside x64 mode the data keep float64 and the root is exact."""
+    from rl_theory.sa import linear_sa
+
+    A = np.array([[2.0, 0.3], [0.3, 1.0]])
+    b = np.array([0.1, 0.7])
+    with jax.enable_x64(False):
+        with pytest.raises(RatelabError, match="x64"):
+            linear_sa(A, b)
+        with pytest.raises(RatelabError, match="x64"):
+            coupled_linear(np.kron(np.eye(2), A), np.r_[b, b], (2, 2))
+        with pytest.raises(RatelabError, match="dtype float64 needs"):
+            linear_sa(A, b, dtype=jnp.float64)
+        assert linear_sa(A, b, dtype=jnp.float32).A.dtype == jnp.float32  # rounding asked for
+        assert linear_sa(A.tolist(), b.tolist()).A.dtype == jnp.float32  # lists carry no precision
+        assert make_coupled_linear(jax.random.key(0), dims=(2, 2)).A.dtype == jnp.float32
+    with jax.enable_x64(True):
+        p = linear_sa(A, b)
+        assert p.A.dtype == jnp.float64
+        assert float(jnp.max(jnp.abs(p.mean_field(p.x_star)))) < 1e-15
+
+
+def test_each_control_curve_runs_in_the_claims_sweep():
+    """msa-linear3's sweep holds the claim's curve and its slow-steps control's, both on the same noise: with steps
+    c/(k + k0)^(2/3) the error is the larger one at the end (Theta(k^-2/3) against Theta(1/k))."""
+    from experiments.multi_sa import MSA_LINEAR3
+
+    cfg = MSA_LINEAR3.config("quick", {"seeds": 20, "steps": 2000, "log_every": 100})
+    tr = MSA_LINEAR3.execute(cfg, jax.random.key(0))
+    for n in ("x", "y1", "y2"):
+        assert tr[f"slow_sq_dist_{n}"].shape == tr[f"sq_dist_{n}"].shape
+        assert tr[f"slow_sq_dist_{n}"][:, -1].mean() > tr[f"sq_dist_{n}"][:, -1].mean()
+    for claim in MSA_LINEAR3.claims(cfg):
+        (control,) = claim.controls
+        assert control.claim["metric"] in tr.metrics
