@@ -14,6 +14,7 @@ Each benchmark times a NumPy port of the authors' published loop and ratelab on 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -89,12 +90,28 @@ def roof_line(flops_per_step: float, steps: int, seeds: int, run_s: float, peak:
             f"{1e6 * run_s / (steps * seeds):9.1f} us per step and seed")
 
 
-def record(args: Any, result: dict[str, Any]) -> None:
-    """Print the summary lines and, with ``--json PATH``, write the record for ``run_all.py``."""
-    result = {**result, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+def parse_args(doc: str, quick: str, reps: str, *, size: tuple[str, str] | None = None) -> argparse.Namespace:
+    """The options every benchmark takes: ``--quick`` (``quick`` says what it is), ``--reps`` (``reps``: the
+    default R), ``--json PATH`` for ``run_all.py``, and optionally one size option ``size = (flag, help)``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=quick)
+    if size is not None:
+        ap.add_argument(size[0], type=int, help=size[1])
+    ap.add_argument("--reps", type=int, help=f"R, the repetitions (ratelab's seeds, vmapped); default {reps}")
+    ap.add_argument("--json", help="write the numbers to this file (for run_all.py)")
+    return ap.parse_args()
+
+
+def finish(args: argparse.Namespace, benchmark: str, results: dict[str, Any], ok: bool, failure: str) -> int:
+    """Write the record (with ``--json``) and return the exit status: 1 with ``failure`` on stderr when not ``ok``."""
+    result = {"benchmark": benchmark, "results": results, "ok": bool(ok), "machine": machine(),
+              "date": time.strftime("%Y-%m-%d %H:%M %Z"),
               "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])}
-    if getattr(args, "json", None):
+    if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=float))
+    if not ok:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    return 0 if ok else 1
 
 
 def ratios(name: str, np_rep: float, rl_one: dict[str, float], rl_many: dict[str, float], reps: int, steps: int,

@@ -30,7 +30,6 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -38,7 +37,7 @@ import _common  # noqa: F401  (puts the repository root on sys.path)
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import matmul_peak, ratios, record
+from _common import finish, matmul_peak, parse_args, ratios
 
 from rl_theory.imitation import bc_gap_reset_cliff, bc_gap_study, stack_mdps
 from rl_theory.tabular import reset_cliff, reset_cliff_expert
@@ -103,11 +102,7 @@ def authors_bc_once(T, r, rho, opt, rng: np.random.RandomState) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="R = 16")
-    ap.add_argument("--reps", type=int, help="R (default 64, quick 16)")
-    ap.add_argument("--json", help="write the numbers to this file (for run_all.py)")
-    args = ap.parse_args()
+    args = parse_args(__doc__, "R = 16", "64 (quick 16)")
     reps = args.reps or (16 if args.quick else 64)
     print(f"BC on Reset-Cliff (the MB-TAIL code's CliffWalking): |S| = {S}, |A| = {A}, H = {H}, N = {N}, R = {reps}")
     peak = matmul_peak("float64")
@@ -142,10 +137,8 @@ def main() -> int:
         print(f"{name:8} mean gap {g.mean():.4f} +- {se:.4f} (closed form {closed:.4f})")
     res = ratios("BC on Reset-Cliff (N = 100)", t_np, timed[1], timed[reps], reps, N * H,
                  4.0 * H * S * S * A / (N * H), peak)
-    record(args, {"benchmark": "bc_reset_cliff", "results": {"bc": res}, "ok": bool(ok)})
-    if not ok:
-        print("FAILED: a mean gap is more than 4 standard errors from the closed form", file=sys.stderr)
-    return 0 if ok else 1
+    return finish(args, "bc_reset_cliff", {"bc": res}, ok, "a mean gap is more than 4 standard errors from the "
+                  "closed form")
 
 
 if __name__ == "__main__":

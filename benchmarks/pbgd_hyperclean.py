@@ -32,7 +32,6 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -40,7 +39,7 @@ import _common  # noqa: F401  (puts the repository root on sys.path)
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import matmul_peak, ratios, record
+from _common import finish, matmul_peak, parse_args, ratios
 
 import ratelab as rl
 from bilevel.hypercleaning import make_hypercleaning
@@ -97,12 +96,7 @@ def authors_loop(data: dict, W: np.ndarray, b: np.ndarray, steps: int, ramp: int
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="50 steps, R = 2")
-    ap.add_argument("--steps", type=int)
-    ap.add_argument("--reps", type=int, help="R, the seeds ratelab vmaps (default 2)")
-    ap.add_argument("--json", help="write the numbers to this file (for run_all.py)")
-    args = ap.parse_args()
+    args = parse_args(__doc__, "50 steps", "2", size=("--steps", "outer steps (default 300, quick 50)"))
     steps = args.steps or (50 if args.quick else 300)
     reps = args.reps or 2
     ramp = max(1, 3 * steps // 4)
@@ -147,10 +141,7 @@ def main() -> int:
     rl_many = {"compile_s": many.timings["compile_s"], "run_s": many.timings["run_s"]}
     res = {**ratios("V-PBGD hyper-cleaning (linear)", t_np, rl_one, rl_many, reps, steps, flops, peak),
            "rel_diff_x": dx, "rel_diff_W": dW, "acc_numpy": ref["acc"], "acc_ratelab": acc_rl}
-    record(args, {"benchmark": "pbgd_hyperclean", "results": {"linear": res}, "ok": bool(ok)})
-    if not ok:
-        print("FAILED: the NumPy loop and ratelab disagree", file=sys.stderr)
-    return 0 if ok else 1
+    return finish(args, "pbgd_hyperclean", {"linear": res}, ok, "the NumPy loop and ratelab disagree")
 
 
 if __name__ == "__main__":

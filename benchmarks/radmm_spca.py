@@ -28,7 +28,6 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -36,7 +35,7 @@ import _common  # noqa: F401  (puts the repository root on sys.path)
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import matmul_peak, ratios, record
+from _common import finish, matmul_peak, parse_args, ratios
 
 import ratelab as rl
 from riemannian.admm import radmm
@@ -113,11 +112,7 @@ def ratelab_solver(random_init: bool):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="n = 300, p = 50, at most 200 iterations, R = 4")
-    ap.add_argument("--reps", type=int, help="R, the seeds ratelab vmaps (default 4)")
-    ap.add_argument("--json", help="write the numbers to this file (for run_all.py)")
-    args = ap.parse_args()
+    args = parse_args(__doc__, "n = 300, p = 50 only, at most 200 iterations", "4")
     grid = [(300, 50)] if args.quick else [(300, 50), (300, 100), (500, 50), (500, 100)]
     max_iter = 200 if args.quick else 1000
     reps = args.reps or 4
@@ -152,10 +147,7 @@ def main() -> int:
         results[f"n{n}_p{p}"] = {**ratios(f"RADMM sPCA n = {n}, p = {p}", t_np, rl_one, rl_many, reps, iters, flops,
                                           peak, np_flops_per_step=flops + 8.0 * n * n * p),
                                  "max_abs_diff": diff, "rel_objective_diff": rel, "iterations": iters}
-    record(args, {"benchmark": "radmm_spca", "results": results, "ok": bool(ok)})
-    if not ok:
-        print("FAILED: the NumPy loop and ratelab reached different points", file=sys.stderr)
-    return 0 if ok else 1
+    return finish(args, "radmm_spca", results, ok, "the NumPy loop and ratelab reached different points")
 
 
 if __name__ == "__main__":

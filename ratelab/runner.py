@@ -6,6 +6,16 @@ metrics of its last step (``aggregate="last"``) or their mean / min over the blo
 running averages / minima from the logged values). Block b's key depends only on b, so a run split into chunks, or
 resumed from a checkpoint, is bitwise identical to the same run done in one call; changing ``log_every`` changes
 the noise blocks and hence the sample path (not its distribution).
+
+Metrics cost only at logged steps: with ``aggregate="last"`` the steps inside a block discard their metrics, so XLA
+removes those computations from the compiled scan; an expensive metric (a test accuracy, an objective over all the
+data) is computed once per ``log_every`` steps. A deterministic solver's iterates are bitwise the same whatever
+``log_every`` (with noise, ``log_every`` sets the noise blocks, see above). ``"mean"`` and ``"min"`` need every
+step's value.
+
+Programs: a run compiles one start program (the seeds' keys, their split, the initial states) and one program per
+distinct chunk length (one when the blocks split evenly, see ``chunks``); both are cached per solver and shapes in
+the process, and on disk across processes when the persistent compilation cache is on (:mod:`ratelab.cache`).
 """
 
 from __future__ import annotations

@@ -49,3 +49,17 @@ def test_keys_split_inside_the_start_program_as_they_were_outside(scalar_problem
         for i in range(10):
             state, metrics = solver.step(state, scalar_problem, xis[i])
         np.testing.assert_allclose(trace.metrics["sq_dist_to_opt"][s, 0], metrics["sq_dist_to_opt"], rtol=1e-6)
+
+
+def test_a_deterministic_solver_logs_the_same_values_whatever_log_every():
+    from riemannian.admm import radmm
+    from riemannian.sparse_problems import make_sparse_pca
+
+    with jax.enable_x64(True):
+        problem = make_sparse_pca(jax.random.key(0), m=12, n=10, p=2, mu=0.1)
+        solver = radmm(0.01, 10.0, 1e-3)
+        every = run(solver, problem, 0, steps=40, seeds=1, log_every=1, x64=True)
+        tenth = run(solver, problem, 0, steps=40, seeds=1, log_every=10, x64=True)
+    assert np.array_equal(every.final_state.x, tenth.final_state.x)
+    for name in tenth.metrics:
+        assert np.array_equal(every.metrics[name][..., 9::10], tenth.metrics[name])
