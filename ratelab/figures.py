@@ -198,7 +198,9 @@ def _value_lines(ax, v: Verdict) -> None:
     w0, w1 = v.fit.window
     label = f"{c.id}: {v.measured:.3g} [{v.ci[0]:.3g}, {v.ci[1]:.3g}]"
     if w0 == w1:
-        ax.errorbar([w1], [v.measured], yerr=[[v.measured - v.ci[0]], [v.ci[1] - v.measured]], color="tab:red",
+        # a percentile interval can miss its estimate by rounding (values near 1e-14): never a negative bar
+        yerr = [[max(v.measured - v.ci[0], 0.0)], [max(v.ci[1] - v.measured, 0.0)]]
+        ax.errorbar([w1], [v.measured], yerr=yerr, color="tab:red",
                     marker="o", ms=4, capsize=3, label=label)
     else:
         ax.plot([w0, w1], [v.measured] * 2, color="tab:red", lw=1.4, label=label)
