@@ -15,6 +15,7 @@ Running
     Trace               what a run produced: steps, metrics ``[*sweep, seeds, n]``, divergence, timings
     trace_from_arrays   a Trace from curves over any x (a penalty, a dataset size, a dimension)
     call                compile and run one jitted function, timed, with a progress line
+    enable_cache        JAX's persistent compilation cache in a per-user folder (see ratelab.cache)
 
 Rates and claims
     fit_power_law       exponent and prefactor of ``E y ~ C x^p``, bootstrap interval over seeds
@@ -44,7 +45,8 @@ Errors
 
 Modules
     ratelab.scale, ratelab.sharding (V-PBGD on a device mesh), ratelab.validate (input checks),
-    ratelab.mdp (discounted-MDP linear algebra), ratelab.cli (the ``ratelab`` command).
+    ratelab.mdp (discounted-MDP linear algebra), ratelab.cache (the persistent compilation cache),
+    ratelab.cli (the ``ratelab`` command).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ _WHERE = {
     "Solver": "solver", "split_keys": "solver",
     "harmonic": "schedules", "power_decay": "schedules", "as_schedule": "schedules",
     "run": "runner", "sweep": "runner", "Trace": "runner", "trace_from_arrays": "runner", "call": "runner",
+    "enable_cache": "cache",
     "fit_power_law": "rates", "fit_constant": "rates", "fit_level": "rates", "fit_sample_complexity": "rates",
     "samples_to_reach": "rates", "running_mean": "rates", "running_min": "rates",
     "Claim": "claims", "check": "claims", "Verdict": "claims",

@@ -53,6 +53,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="output folder (default: results)")
     p.add_argument("--force", action="store_true", help="rerun even if config and code are unchanged")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="hide progress bars")
+    p.add_argument("--no-cache", dest="cache", action="store_false", default=True,
+                   help="do not read or write the persistent compilation cache (see ratelab.cache)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +135,9 @@ def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # the command line draws to files only
+    from ratelab.cache import disable, enable
+
+    enable() if args.cache else disable()  # persistent compilation cache: ~/.cache/ratelab/jax, $RATELAB_CACHE_DIR
     from ratelab.harness import plan, prepare_out, run_experiment, verify
     from ratelab.registry import get
     from ratelab.report import all_passed, console_table, rows

@@ -198,7 +198,9 @@ def _value_lines(ax, v: Verdict) -> None:
     w0, w1 = v.fit.window
     label = f"{c.id}: {v.measured:.3g} [{v.ci[0]:.3g}, {v.ci[1]:.3g}]"
     if w0 == w1:
-        ax.errorbar([w1], [v.measured], yerr=[[v.measured - v.ci[0]], [v.ci[1] - v.measured]], color="tab:red",
+        # a percentile interval can miss its estimate by rounding (values near 1e-14): never a negative bar
+        yerr = [[max(v.measured - v.ci[0], 0.0)], [max(v.ci[1] - v.measured, 0.0)]]
+        ax.errorbar([w1], [v.measured], yerr=yerr, color="tab:red",
                     marker="o", ms=4, capsize=3, label=label)
     else:
         ax.plot([w0, w1], [v.measured] * 2, color="tab:red", lw=1.4, label=label)
@@ -229,8 +231,19 @@ def draw(panels: tuple[Panel, ...] | list[Panel], cfg: dict, trace: Trace, verdi
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize=7.5, loc="best")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    _fixed_margins(fig, n, title.count("\n") + 1)
     return fig
+
+
+def _fixed_margins(fig, n_axes: int, title_lines: int) -> None:
+    """Margins in inches for one row of 6.5 x 5 in panels: what ``tight_layout`` finds for these panels (tick labels,
+    axis labels, a suptitle of ``title_lines`` lines), without the extra full draw it costs (a third of a figure's
+    time)."""
+    width, height = fig.get_size_inches()
+    left, right, gap, bottom = 1.2, 0.15, 1.3, 0.55
+    top = 0.35 + 0.17 * title_lines
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=gap / ((width - left - right - gap * (n_axes - 1)) / n_axes))
 
 
 def plot_experiment(exp: Experiment, cfg: dict, trace: Trace, verdicts: list[Verdict],

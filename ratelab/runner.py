@@ -6,6 +6,16 @@ metrics of its last step (``aggregate="last"``) or their mean / min over the blo
 running averages / minima from the logged values). Block b's key depends only on b, so a run split into chunks, or
 resumed from a checkpoint, is bitwise identical to the same run done in one call; changing ``log_every`` changes
 the noise blocks and hence the sample path (not its distribution).
+
+Metrics cost only at logged steps: with ``aggregate="last"`` the steps inside a block discard their metrics, so XLA
+removes those computations from the compiled scan; an expensive metric (a test accuracy, an objective over all the
+data) is computed once per ``log_every`` steps. A deterministic solver's iterates are bitwise the same whatever
+``log_every`` (with noise, ``log_every`` sets the noise blocks, see above). ``"mean"`` and ``"min"`` need every
+step's value.
+
+Programs: a run compiles one start program (the seeds' keys, their split, the initial states) and one program per
+distinct chunk length (one when the blocks split evenly, see ``chunks``); both are cached per solver and shapes in
+the process, and on disk across processes when the persistent compilation cache is on (:mod:`ratelab.cache`).
 """
 
 from __future__ import annotations
@@ -131,6 +141,12 @@ def call(f: Callable[..., Any], *args: Any, desc: str = "run", progress: bool | 
 
 def as_keys(key: Any, seeds: int) -> jax.Array:
     """``seeds`` independent keys: split from an int seed or a single key, or taken as given (shape ``[seeds]``)."""
+    key = _key_input(key, seeds)
+    return jax.random.split(key, seeds) if key.ndim == 0 else key
+
+
+def _key_input(key: Any, seeds: int) -> jax.Array:
+    """``key`` as one PRNG key (shape ``()``) or ``seeds`` keys, checked; an int seed becomes ``jax.random.key``."""
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         key = jax.random.key(int(key))
     if not isinstance(key, jax.Array):
@@ -140,7 +156,7 @@ def as_keys(key: Any, seeds: int) -> jax.Array:
             raise RatelabError(f"key must be an int seed or a jax PRNG key, got an array of {key.dtype} {key.shape}")
         key = jax.random.wrap_key_data(key)
     if key.ndim == 0:
-        return jax.random.split(key, seeds)
+        return key
     if key.shape != (seeds,):
         raise RatelabError(f"key must be one key or {seeds} keys (one per seed), got shape {key.shape}")
     return key
@@ -156,9 +172,9 @@ def _instantiate(make: Callable[[Any], Any], value: Any, problem: Any) -> tuple[
 
 
 def _to_x64(tree: Any) -> Any:
-    def cast(x):
+    def cast(x):  # on the host: exact, and no eager XLA program per array shape
         if isinstance(x, (jax.Array, np.ndarray)) and jnp.issubdtype(x.dtype, jnp.floating):
-            return jnp.asarray(x, jnp.float64)
+            return x if x.dtype == np.float64 else jax.device_put(np.asarray(x, np.float64))
         return x
 
     return jax.tree_util.tree_map(cast, tree)
@@ -240,7 +256,10 @@ def _chunk_fn(block: Callable, n_blocks: int, swept: bool) -> Callable:
     return over_seeds
 
 
-def _init_fn(make: Callable, swept: bool) -> Callable:
+def _init_fn(make: Callable, swept: bool, seeds: int) -> Callable:
+    """One program for the start of a run: the seeds' keys (split from one key, or as given), each seed's
+    ``init_key, run_key = split(key)``, and the initial states. Returns (states, run keys, the seeds' key data)."""
+
     def one_seed(value, problem, init_key):
         solver, prob = _instantiate(make, value, problem)
         return solver.init(prob, init_key)
@@ -248,7 +267,23 @@ def _init_fn(make: Callable, swept: bool) -> Callable:
     f = jax.vmap(one_seed, in_axes=(None, None, 0))
     if swept:
         f = jax.vmap(f, in_axes=(0, None, None))
-    return f
+
+    def start(value, problem, key):
+        seed_keys = jax.random.split(key, seeds) if key.ndim == 0 else key
+        split = jax.vmap(jax.random.split)(seed_keys)
+        return f(value, problem, split[:, 0]), split[:, 1], jax.random.key_data(seed_keys)
+
+    return start
+
+
+def _chunk_length(n_blocks: int, chunks: int) -> int:
+    """Blocks per jitted call: ``ceil(n_blocks / c)`` for the first c in ``chunks .. 2 chunks`` that splits the blocks
+    evenly (one compiled program serves every call), else for c = ``chunks`` (a shorter last call, a second program).
+    """
+    for c in range(chunks, min(2 * chunks, n_blocks) + 1):
+        if n_blocks % math.ceil(n_blocks / c) == 0:
+            return math.ceil(n_blocks / c)
+    return math.ceil(n_blocks / chunks)
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -342,25 +377,24 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
     with jax.enable_x64(bool(x64) or jax.config.jax_enable_x64):
         if x64:
             problem = _to_x64(problem)
-        seed_keys = as_keys(key, seeds)
+        key = _key_input(key, seeds)
         swept = values is not None
         probe_value = None if not swept else values[0]
-        metric_spec = _check_protocol(make, probe_value, problem, seed_keys[0])
-        split = jax.vmap(jax.random.split)(seed_keys)
-        init_keys, run_keys = split[:, 0], split[:, 1]
-        vals = None if not swept else jnp.asarray(values, jnp.result_type(float))
+        metric_spec = _check_protocol(make, probe_value, problem, jax.ShapeDtypeStruct((), key.dtype))
+        vals = None if not swept else np.asarray(values, jnp.result_type(float))
 
         timings = {"compile_s": 0.0, "run_s": 0.0}
-        init, spent = _compiled(("init", identity, swept), lambda: _init_fn(make, swept), (vals, problem, init_keys))
+        init, spent = _compiled(("init", identity, swept, seeds), lambda: _init_fn(make, swept, seeds),
+                                (vals, problem, key))
         timings["compile_s"] += spent
         t0 = time.perf_counter()
-        state = jax.block_until_ready(init(vals, problem, init_keys))
+        state, run_keys, seed_key_data = jax.block_until_ready(init(vals, problem, key))
         timings["run_s"] += time.perf_counter() - t0
 
         start_block, logged = 0, {}
         ckpt = Path(checkpoint) if checkpoint is not None else None
         fingerprint = _fingerprint(steps, seeds, log_every, aggregate, chunks, bool(x64),
-                                   np.asarray(jax.random.key_data(seed_keys)).tobytes(),
+                                   np.asarray(seed_key_data).tobytes(),
                                    None if vals is None else np.asarray(vals).tobytes(),
                                    _describe(state), sorted(metric_spec))
         if ckpt is not None and ckpt.exists():
@@ -369,7 +403,7 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
                 start_block, state, logged = resumed
 
         block = _block_fn(make, log_every, aggregate, metric_spec)
-        per_chunk = math.ceil(n_blocks / chunks)
+        per_chunk = _chunk_length(n_blocks, chunks)
         compiled: dict[int, Any] = {}
         what = f"{seeds} seeds" if not swept else f"{len(values)} values x {seeds} seeds"
         show = progress if progress is not None else (None if chunks > 1 else False)  # None: on a terminal
@@ -380,10 +414,10 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
             if n not in compiled:
                 compiled[n], spent = _compiled(
                     ("chunk", identity, swept, n, log_every, aggregate), lambda n=n: _chunk_fn(block, n, swept),
-                    (vals, problem, run_keys, state, jnp.uint32(b)))
+                    (vals, problem, run_keys, state, np.uint32(b)))
                 timings["compile_s"] += spent
             t0 = time.perf_counter()
-            state, metrics = jax.block_until_ready(compiled[n](vals, problem, run_keys, state, jnp.uint32(b)))
+            state, metrics = jax.block_until_ready(compiled[n](vals, problem, run_keys, state, np.uint32(b)))
             timings["run_s"] += time.perf_counter() - t0
             for k, v in metrics.items():
                 logged.setdefault(k, []).append(np.asarray(v))
@@ -427,7 +461,9 @@ def run(solver: Solver, problem: Any, key: Any, *, steps: int, seeds: int = 1, l
       steps: iterations per seed; a multiple of ``log_every``.
       log_every: log one value per block of this many steps.
       aggregate: ``"last"`` (metric after the block's last step), ``"mean"`` or ``"min"`` over the block's steps.
-      chunks: split the run into this many jitted calls (progress bar, checkpoints); the result is identical.
+      chunks: split the run into about this many jitted calls (progress bar, checkpoints): the first count from
+        ``chunks`` to ``2 chunks`` that splits the blocks evenly, so that one program serves every call; the result
+        is identical whatever the split.
       progress: show a tqdm bar (default: when ``chunks > 1`` and stderr is a terminal).
       checkpoint: a file to save the state to after every chunk and resume from if it exists and matches.
       x64: run in float64 (the problem's floating arrays are promoted).

@@ -101,7 +101,8 @@ def federated_round(problem: Any, x: jax.Array, clients: jax.Array, ells: jax.Ar
     iterate when ``output="random"`` (Option 2). Clients run in parallel (``vmap``), local steps in a ``lax.scan``.
     """
     geom = geom or geometry(problem.manifold)
-    g_full = jnp.mean(jax.vmap(lambda i: problem.client_rgrad(x, i))(jnp.arange(problem.n_clients)), axis=0)
+    # grad f(x) = (1/n) sum_i grad f_i(x) (f is the clients' average): one gradient of f, not n client gradients
+    g_full = problem.rgrad(x)
 
     def client(i, ell):
         corr = correction * (problem.client_rgrad(x, i) - g_full)

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from ratelab.schedules import harmonic
@@ -12,3 +14,15 @@ def scalar_problem():
 @pytest.fixture
 def rm_solver():
     return robbins_monro(harmonic(1.0, 10.0))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _compilation_cache_in_a_temporary_folder(tmp_path_factory):
+    """The CLI turns on the persistent compilation cache; tests keep it out of the user's ~/.cache."""
+    old = os.environ.get("RATELAB_CACHE_DIR")
+    os.environ["RATELAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
+    yield
+    if old is None:
+        os.environ.pop("RATELAB_CACHE_DIR", None)
+    else:
+        os.environ["RATELAB_CACHE_DIR"] = old
