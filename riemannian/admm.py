@@ -38,10 +38,13 @@ Stationarity measure (logged as ``stationarity``): ||P_{T_x}(grad f(x) + A^T lam
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import scipy.sparse.linalg
 
 from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule
@@ -91,18 +94,13 @@ def radmm_map(problem: CompositeProblem, x: Array, y: Array, lam: Array, *, eta:
     return x_new, y_new, lam + rho * (ax - y_new)
 
 
-def linear_rate(problem: CompositeProblem, x: Array, y: Array, lam: Array, *, step_size: Any, rho: Any, gamma: Any,
-                retraction: str | None = None) -> Array:
-    """-ln of the spectral radius of the derivative of one RADMM iteration at (x, y, lambda), in a chart at x.
+def map_jacobian(problem: CompositeProblem, x: Array, y: Array, lam: Array, *, step_size: Any, rho: Any, gamma: Any,
+                 retraction: str | None = None) -> Array:
+    """The derivative of one RADMM iteration at (x, y, lambda), in a chart at x (jit- and vmap-able).
 
-    At a fixed point where the soft-threshold is differentiable (no entry of the y-update's argument exactly at a
-    threshold) the map is smooth, so the iterates converge to it linearly: every error (and the stationarity
-    measure) shrinks by the spectral radius rho_J per iteration asymptotically; this returns the rate -ln rho_J per
-    iteration (derived here; 0 when the fixed point is not isolated, e.g. the O(p)-orbit of PCA minimisers on
-    St(n, p), p >= 2, at mu = 0). The chart: x = R_x(sum_i u_i b_i) over an orthonormal basis b of T_x M, the
-    image read back through the tangent coordinates <b_i, x+ - x> (exact to first order), y and lambda as they are.
-    Call it at (a close approximation of) the fixed point; jit- and vmap-able (a constant step size).
-    """
+    The chart: x = R_x(sum_i u_i b_i) over an orthonormal basis b of T_x M, the image read back through the tangent
+    coordinates <b_i, x+ - x> (exact to first order), y and lambda as they are: a square matrix of size
+    dim M + 2 size(y)."""
     man = problem.manifold
     basis = tangent_basis(man, x)
     d, ny = man.dim, y.size
@@ -114,8 +112,33 @@ def linear_rate(problem: CompositeProblem, x: Array, y: Array, lam: Array, *, st
                                y + dy, lam + dl, eta=step_size, rho=rho, gamma=gamma, retraction=retraction)
         return jnp.concatenate([jnp.tensordot(basis, xn - x, axes=x.ndim), (yn - y).ravel(), (ln - lam).ravel()])
 
-    jac = jax.jacfwd(chart)(jnp.zeros(d + ny + lam.size, x.dtype))
-    return -jnp.log(jnp.max(jnp.abs(jnp.linalg.eigvals(jac))))
+    return jax.jacfwd(chart)(jnp.zeros(d + ny + lam.size, x.dtype))
+
+
+def spectral_rate(jacobian: Any) -> float:
+    """-ln of the spectral radius of a square matrix (LAPACK below 500 rows, ARPACK's largest-magnitude eigenvalue
+    above, where a full eigendecomposition would take seconds)."""
+    J = np.asarray(jacobian, dtype=float)
+    if J.shape[0] <= 500:
+        return float(-np.log(np.max(np.abs(np.linalg.eigvals(J)))))
+    top = scipy.sparse.linalg.eigs(J, k=1, which="LM", return_eigenvectors=False, maxiter=20 * J.shape[0])
+    return float(-np.log(np.abs(top[0])))
+
+
+def linear_rate(problem: CompositeProblem, x: Array, y: Array, lam: Array, *, step_size: Any, rho: Any, gamma: Any,
+                retraction: str | None = None) -> float:
+    """The asymptotic linear rate of RADMM at (x, y, lambda): -ln of the spectral radius rho_J of
+    :func:`map_jacobian` there (derived here).
+
+    At a fixed point where the soft-threshold is differentiable (no entry of the y-update's argument exactly at a
+    threshold) the map is smooth, so the iterates converge to it linearly: every error (and the stationarity
+    measure) shrinks by rho_J per iteration asymptotically. The rate is 0 when the fixed point is not isolated (the
+    O(p)-orbit of PCA minimisers on St(n, p), p >= 2, at mu = 0). Call it at (a close approximation of) the fixed
+    point, with a constant step size.
+    """
+    jac = jax.jit(functools.partial(map_jacobian, step_size=step_size, rho=rho, gamma=gamma,
+                                    retraction=retraction))(problem, x, y, lam)
+    return spectral_rate(jac)
 
 
 def theory_parameters(eps: float, *, c_gamma: float = 1.0, c_rho: float = 1.0, c_eta: float = 1.0
