@@ -104,6 +104,12 @@ def _no_retraction(what: str) -> Control:
                    "claim is on the worst seed and step)", overrides={"retract": False, "seeds": 1})
 
 
+def _few_seeds(cfg: dict[str, Any]) -> dict[str, int]:
+    """At most 8 seeds for a negative control (each of these controls fails on every seed): at the quick sizes the
+    control then shares the main run's sweep, at the full sizes it runs apart with fewer seeds."""
+    return {"seeds": 8} if cfg["seeds"] > 8 else {}
+
+
 _SHARED: dict[str, Trace] = {}
 
 
@@ -192,7 +198,8 @@ def _claims_complexity(cfg: dict[str, Any]) -> list[Claim]:
     fixed = Control("eta-fixed", f"eta = c_eta eps_max = {cfg['c_eta'] * cfg['eps_max']:g} for every eps instead of "
                     "eta = c_eta eps: eta rho = eps_max / eps > 2 beyond the first targets, past the stability "
                     "bound of the x-step on the penalty's curvature rho ||A||^2, so the iteration does not settle "
-                    "and N(eps) is infinite (reported as diverged seeds)", overrides={"eta_power": 0.0})
+                    "and N(eps) is infinite (reported as diverged seeds)",
+                    overrides={"eta_power": 0.0, **_few_seeds(cfg)})
     return [
         Claim(id="complexity", statement="iterations to an eps-stationary point N(eps) = O(eps^-4)",
               metric="iterations_to_eps", expected=4.0, tolerance=0.25, relation="le", source=SOURCE_COMPLEXITY,
@@ -283,7 +290,7 @@ def _claims_linear(cfg: dict[str, Any]) -> list[Claim]:
     low, high = _linear_window(cfg)
     pca = Control("pca", "mu = 0 (plain PCA): the minimisers form an O(p)-orbit of St(n, p), the Jacobian has "
                   "eigenvalue 1 along it and predicts no contraction, while the distance to the orbit (and the "
-                  "stationarity measure) still contracts", overrides={"mu": 0.0})
+                  "stationarity measure) still contracts", overrides={"mu": 0.0, **_few_seeds(cfg)})
     return [Claim(id="linear-rate", statement="near its minimiser RADMM converges linearly at the rate of its "
                   "iteration map's Jacobian: predicted rate -ln rho_J / measured per-iteration decay rate of the "
                   f"stationarity measure (fitted where it lies in [{low:.3g}, {high:.3g}]) = 1 (derived here)",
@@ -394,10 +401,11 @@ def _claims_compare(cfg: dict[str, Any]) -> list[Claim]:
     slow = Control("step-100x-smaller", f"RADMM's step eta = {eta:g} (c_eta / 100): in K = {cfg['steps']} "
                    f"iterations it covers eta K = {eta * cfg['steps']:g} time units of its gradient flow, too little "
                    "to leave the random start (the flow needs O(1) time to reach a minimiser), so at equal "
-                   "iterations its F stays far above the subgradient method's", overrides={"c_eta": cfg["c_eta"] / 100})
+                   "iterations its F stays far above the subgradient method's",
+                   overrides={"c_eta": cfg["c_eta"] / 100, **_few_seeds(cfg)})
     dense = Control("pca-limit", f"gamma = {c_gamma:g} eps = 1 / mu instead of eps: gamma mu = 1 >= |X_ij| on "
                     "St(n, p), so h_gamma(X) = ||X||_F^2 / (2 gamma) = p / (2 gamma) is constant on the manifold and "
-                    "RADMM minimises f alone (plain PCA): a dense X", overrides={"c_gamma": c_gamma})
+                    "RADMM minimises f alone (plain PCA): a dense X", overrides={"c_gamma": c_gamma, **_few_seeds(cfg)})
     return [
         Claim(id="feasibility", statement="both methods' iterates stay on St(n, p): ||X^T X - I||_F <= 1e-6",
               metric="max_feasibility", kind="value", expected=1e-6, tolerance=1e-12, relation="le", statistic="max",
@@ -487,7 +495,7 @@ def _validate_odl(cfg: dict[str, Any]) -> None:
 def _claims_odl(cfg: dict[str, Any]) -> list[Claim]:
     dense = Control("dense-codes", "theta = 1: S is dense Gaussian, so Y^T x = S^T (Q^T x) has the same law for every "
                     "unit x and ||Y^T x||_1 singles out no column of Q (recovery needs sparse codes, theta < 1/3 in "
-                    "Sun, Qu, Wright 2017)", overrides={"theta": 1.0})
+                    "Sun, Qu, Wright 2017)", overrides={"theta": 1.0, **_few_seeds(cfg)})
     return [Claim(id="recovery", statement="RADMM recovers a dictionary column: max_i |<q_i, x>| >= 0.99 (+- 0.01)",
                   metric="recovery", kind="value", expected=0.99, tolerance=0.01, relation="ge",
                   source=SOURCE_NUMERICS, controls=(dense,))]
@@ -575,11 +583,11 @@ def _claims_ssc(cfg: dict[str, Any]) -> list[Claim]:
     n, k = cfg["k"] * cfg["per_cluster"], cfg["k"]
     unstable = Control("step-4x", "c_eta 4x larger: eta rho ||J_c||^2 = 4 > 2 (||J_c(U)||^2 = 4 on St(n, k) for "
                        "c(U) = U U^T), past the stability bound of the x-step on the penalty's curvature, so the "
-                       "iteration does not settle", overrides={"c_eta": 4 * cfg["c_eta"]})
+                       "iteration does not settle", overrides={"c_eta": 4 * cfg["c_eta"], **_few_seeds(cfg)})
     heavy = Control("mu-1", f"mu = 1: the l1 term prefers coordinate projectors (||U U^T||_1 = k = {k}) to the "
                     f"cluster projector (||P||_1 = n = {n}) by mu (n - k) = {n - k}, more than the Laplacian term can "
                     f"pay (tr(U^T L U) <= 2 k = {2 * k}), so U leaves the cluster subspace (derived here)",
-                    overrides={"mu": 1.0})
+                    overrides={"mu": 1.0, **_few_seeds(cfg)})
     return [
         Claim(id="stationarity", statement=f"RADMM reaches an eps-stationary point (eps = {eps:g}) within the run",
               metric="stationarity", kind="value", expected=eps, tolerance=eps / 10, relation="le",
