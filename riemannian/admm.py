@@ -38,15 +38,19 @@ Stationarity measure (logged as ``stationarity``): ||P_{T_x}(grad f(x) + A^T lam
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import scipy.sparse.linalg
 
 from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule
 from ratelab.solver import Solver
-from ratelab.validate import check_choice, check_positive
+from ratelab.validate import check_positive
+from riemannian.manifolds import retraction_method, tangent_basis
 from riemannian.sparse_problems import CompositeProblem, moreau_envelope, sparsity
 
 Array = jax.Array
@@ -79,6 +83,64 @@ def stationarity_terms(problem: CompositeProblem, x: Array, y: Array, lam: Array
     return jnp.linalg.norm(g), jnp.linalg.norm(problem.lin(x) - y)
 
 
+def radmm_map(problem: CompositeProblem, x: Array, y: Array, lam: Array, *, eta: Any, rho: Any, gamma: Any,
+              retraction: str | None = None) -> tuple[Array, Array, Array]:
+    """One RADMM iteration (x, y, lambda) -> (x+, y+, lambda+) (Algorithm 1; see the module docstring)."""
+    man = problem.manifold
+    egrad = problem.egrad_f(x) + problem.lin_vjp(x, lam + rho * (problem.lin(x) - y))
+    x_new = man.retr(x, -eta * man.proj(x, egrad), method=retraction_method(man, retraction))
+    ax = problem.lin(x_new)
+    y_new = y_update(problem, ax, lam, rho, gamma)
+    return x_new, y_new, lam + rho * (ax - y_new)
+
+
+def map_jacobian(problem: CompositeProblem, x: Array, y: Array, lam: Array, *, step_size: Any, rho: Any, gamma: Any,
+                 retraction: str | None = None) -> Array:
+    """The derivative of one RADMM iteration at (x, y, lambda), in a chart at x (jit- and vmap-able).
+
+    The chart: x = R_x(sum_i u_i b_i) over an orthonormal basis b of T_x M, the image read back through the tangent
+    coordinates <b_i, x+ - x> (exact to first order), y and lambda as they are: a square matrix of size
+    dim M + 2 size(y)."""
+    man = problem.manifold
+    basis = tangent_basis(man, x)
+    d, ny = man.dim, y.size
+
+    def chart(z: Array) -> Array:
+        u, dy, dl = z[:d], z[d:d + ny].reshape(y.shape), z[d + ny:].reshape(lam.shape)
+        xn, yn, ln = radmm_map(problem, man.retr(x, jnp.tensordot(u, basis, axes=1),
+                                                 method=retraction_method(man, retraction)),
+                               y + dy, lam + dl, eta=step_size, rho=rho, gamma=gamma, retraction=retraction)
+        return jnp.concatenate([jnp.tensordot(basis, xn - x, axes=x.ndim), (yn - y).ravel(), (ln - lam).ravel()])
+
+    return jax.jacfwd(chart)(jnp.zeros(d + ny + lam.size, x.dtype))
+
+
+def spectral_rate(jacobian: Any) -> float:
+    """-ln of the spectral radius of a square matrix (LAPACK below 500 rows, ARPACK's largest-magnitude eigenvalue
+    above, where a full eigendecomposition would take seconds)."""
+    J = np.asarray(jacobian, dtype=float)
+    if J.shape[0] <= 500:
+        return float(-np.log(np.max(np.abs(np.linalg.eigvals(J)))))
+    top = scipy.sparse.linalg.eigs(J, k=1, which="LM", return_eigenvectors=False, maxiter=20 * J.shape[0])
+    return float(-np.log(np.abs(top[0])))
+
+
+def linear_rate(problem: CompositeProblem, x: Array, y: Array, lam: Array, *, step_size: Any, rho: Any, gamma: Any,
+                retraction: str | None = None) -> float:
+    """The asymptotic linear rate of RADMM at (x, y, lambda): -ln of the spectral radius rho_J of
+    :func:`map_jacobian` there (derived here).
+
+    At a fixed point where the soft-threshold is differentiable (no entry of the y-update's argument exactly at a
+    threshold) the map is smooth, so the iterates converge to it linearly: every error (and the stationarity
+    measure) shrinks by rho_J per iteration asymptotically. The rate is 0 when the fixed point is not isolated (the
+    O(p)-orbit of PCA minimisers on St(n, p), p >= 2, at mu = 0). Call it at (a close approximation of) the fixed
+    point, with a constant step size.
+    """
+    jac = jax.jit(functools.partial(map_jacobian, step_size=step_size, rho=rho, gamma=gamma,
+                                    retraction=retraction))(problem, x, y, lam)
+    return spectral_rate(jac)
+
+
 def theory_parameters(eps: float, *, c_gamma: float = 1.0, c_rho: float = 1.0, c_eta: float = 1.0
                       ) -> dict[str, float]:
     """The parameter scaling of the complexity theorem: gamma = c_gamma eps, rho = c_rho / eps, eta = c_eta eps."""
@@ -86,7 +148,7 @@ def theory_parameters(eps: float, *, c_gamma: float = 1.0, c_rho: float = 1.0, c
     return {"gamma": c_gamma * eps, "rho": c_rho / eps, "step_size": c_eta * eps}
 
 
-def radmm(step_size: Any, rho: Any, gamma: Any, *, retraction: str = "qr", random_init: bool = False,
+def radmm(step_size: Any, rho: Any, gamma: Any, *, retraction: str | None = None, random_init: bool = False,
           sparsity_tol: float = 1e-5) -> Solver:
     """Riemannian ADMM (Li, Ma, Srivastava, arXiv:2211.02163, Algorithm 1) for a :class:`CompositeProblem`.
 
@@ -94,7 +156,8 @@ def radmm(step_size: Any, rho: Any, gamma: Any, *, retraction: str = "qr", rando
       step_size: eta, the Riemannian gradient step of the x-update (float or schedule of k).
       rho: the penalty parameter of the augmented Lagrangian (> 0).
       gamma: the Moreau-envelope smoothing parameter of h (> 0).
-      retraction: the manifold's retraction method (``"qr"``, ``"polar"``, ``"exp"`` on Stiefel).
+      retraction: a retraction method of the problem's manifold (``"qr"``, ``"polar"``, ``"exp"`` on Stiefel,
+        ``"normalize"``, ``"exp"`` on the sphere); None (default): the manifold's first one.
       random_init: draw x_0 uniformly on the manifold from the init key (per seed) instead of ``problem.x0``.
       sparsity_tol: threshold of the ``sparsity`` metrics.
 
@@ -105,13 +168,13 @@ def radmm(step_size: Any, rho: Any, gamma: Any, *, retraction: str = "qr", rando
     check_positive("step_size", step_size)
     check_positive("rho", rho)
     check_positive("gamma", gamma)
-    if not isinstance(retraction, str):
-        raise RatelabError(f"retraction must be a method name such as 'qr', got {retraction!r}")
+    if retraction is not None and not isinstance(retraction, str):
+        raise RatelabError(f"retraction must be None or a method name such as 'qr', got {retraction!r}")
     check_positive("sparsity_tol", sparsity_tol)
     eta = as_schedule(step_size)
 
     def init(problem: CompositeProblem, key: Array) -> RADMMState:
-        check_choice("retraction", retraction, problem.manifold.retractions)
+        retraction_method(problem.manifold, retraction)
         x = problem.manifold.random_point(key, dtype=problem.x0.dtype) if random_init else problem.x0
         y = problem.lin(x)
         # lambda_0 = grad h_gamma(y_0): the multiplier the y-update's optimality condition would give
@@ -120,20 +183,15 @@ def radmm(step_size: Any, rho: Any, gamma: Any, *, retraction: str = "qr", rando
 
     def step(state: RADMMState, problem: CompositeProblem, xi: Any) -> tuple[RADMMState, dict[str, Array]]:
         del xi
-        man = problem.manifold
-        x, y, lam = state.x, state.y, state.lam
-        egrad = problem.egrad_f(x) + problem.lin_vjp(x, lam + rho * (problem.lin(x) - y))
-        x_new = man.retr(x, -eta(state.k) * man.proj(x, egrad), method=retraction)
-        ax = problem.lin(x_new)
-        y_new = y_update(problem, ax, lam, rho, gamma)
-        lam_new = lam + rho * (ax - y_new)
+        x_new, y_new, lam_new = radmm_map(problem, state.x, state.y, state.lam, eta=eta(state.k), rho=rho,
+                                          gamma=gamma, retraction=retraction)
         kkt, cons = stationarity_terms(problem, x_new, y_new, lam_new)
         metrics = {
             "objective": problem.objective(x_new),
             "stationarity": kkt + cons,
             "kkt_residual": kkt,
             "constraint_violation": cons,
-            "feasibility": man.feasibility(x_new),
+            "feasibility": problem.manifold.feasibility(x_new),
             "sparsity": sparsity(x_new, sparsity_tol),
             "sparsity_z": sparsity(problem.prox_h(y_new, gamma), sparsity_tol),
             "lagrangian": augmented_lagrangian(problem, x_new, y_new, lam_new, rho, gamma),

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule
 from ratelab.solver import Solver
-from ratelab.validate import check_choice, check_positive
+from ratelab.validate import check_positive
+from riemannian.manifolds import retraction_method
 from riemannian.sparse_problems import CompositeProblem, sparsity
 
 Array = jax.Array
@@ -31,23 +32,24 @@ class SubgradientState(NamedTuple):
     k: Array
 
 
-def riemannian_subgradient(step_size: Any, *, retraction: str = "qr", random_init: bool = False,
+def riemannian_subgradient(step_size: Any, *, retraction: str | None = None, random_init: bool = False,
                            sparsity_tol: float = 1e-5) -> Solver:
     """Riemannian subgradient method (Li et al., SIOPT 2021, Algorithm 1) for a :class:`CompositeProblem`.
 
-    ``random_init`` draws x_0 on the manifold from the init key (per seed) instead of ``problem.x0``; ``sparsity_tol``
-    is the threshold of the ``sparsity`` metric.
+    ``retraction``: a retraction method of the problem's manifold (None, the default: its first one, e.g. QR on
+    Stiefel, normalisation on the sphere). ``random_init`` draws x_0 on the manifold from the init key (per seed)
+    instead of ``problem.x0``; ``sparsity_tol`` is the threshold of the ``sparsity`` metric.
 
     Metrics: ``objective``, ``subgrad_norm`` (||v_k||_F), ``feasibility``, ``sparsity`` (fraction of |x_ij| < 1e-5).
     """
     check_positive("step_size", step_size)
-    if not isinstance(retraction, str):
-        raise RatelabError(f"retraction must be a method name such as 'qr', got {retraction!r}")
+    if retraction is not None and not isinstance(retraction, str):
+        raise RatelabError(f"retraction must be None or a method name such as 'qr', got {retraction!r}")
     check_positive("sparsity_tol", sparsity_tol)
     eta = as_schedule(step_size)
 
     def init(problem: CompositeProblem, key: Array) -> SubgradientState:
-        check_choice("retraction", retraction, problem.manifold.retractions)
+        retraction_method(problem.manifold, retraction)
         x = problem.manifold.random_point(key, dtype=problem.x0.dtype) if random_init else problem.x0
         return SubgradientState(x, jnp.zeros((), jnp.int32))
 
@@ -57,7 +59,7 @@ def riemannian_subgradient(step_size: Any, *, retraction: str = "qr", random_ini
         x = state.x
         sub = problem.egrad_f(x) + problem.lin_vjp(x, problem.mu * jnp.sign(problem.lin(x)))
         v = man.proj(x, sub)
-        x_new = man.retr(x, -eta(state.k) * v, method=retraction)
+        x_new = man.retr(x, -eta(state.k) * v, method=retraction_method(man, retraction))
         metrics = {"objective": problem.objective(x_new), "subgrad_norm": jnp.linalg.norm(v),
                    "feasibility": man.feasibility(x_new), "sparsity": sparsity(x_new, sparsity_tol)}
         return SubgradientState(x_new, state.k + 1), metrics

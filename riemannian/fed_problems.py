@@ -30,14 +30,15 @@ import scipy.linalg
 
 from ratelab.errors import RatelabError
 from ratelab.validate import check_choice, check_nonnegative, check_positive, check_positive_int
-from riemannian.manifolds import Grassmann, Sphere, Stiefel
+from riemannian.data import data_dtype, keep_precision, start_point, symmetric_matrices
+from riemannian.manifolds import Grassmann, Sphere, Stiefel, normal_draws
 
 MANIFOLDS = ("sphere", "stiefel", "grassmann")
 
 
 def _normal(key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
     """Standard normal draws as a writable float64 NumPy array, the same with or without x64 mode."""
-    return np.array(jax.random.normal(key, shape, jnp.float32), dtype=float)
+    return np.array(normal_draws(key, shape, jnp.float32), dtype=float)
 
 
 def _manifold(name: str, dim: int, rank: int):
@@ -79,11 +80,11 @@ class FederatedPCA:
 
     def client_loss(self, x: jax.Array, i: jax.Array) -> jax.Array:
         X = self._as_matrix(x)
-        return -0.5 * jnp.sum(X * (self.A[i] @ X))
+        return -0.5 * jnp.sum(X * (jnp.asarray(self.A)[i] @ X))
 
     def client_rgrad(self, x: jax.Array, i: jax.Array) -> jax.Array:
         """grad f_i(x) = P_x(-A_i x)."""
-        return self.manifold.egrad2rgrad(x, -(self.A[i] @ x))
+        return self.manifold.egrad2rgrad(x, -(jnp.asarray(self.A)[i] @ x))
 
     def loss(self, x: jax.Array) -> jax.Array:
         X = self._as_matrix(x)
@@ -114,13 +115,12 @@ def federated_pca(A: Any, *, manifold: str = "grassmann", rank: int = 1, x0: Any
                   dtype: Any = None) -> FederatedPCA:
     """A :class:`FederatedPCA` from client matrices ``A`` (``[n_clients, d, d]``, symmetric); the optimum from ``eigh``.
 
-    ``x0`` defaults to a random point drawn with ``key`` (``jax.random.key(0)`` if None).
+    ``x0`` defaults to a random point drawn with ``key`` (``jax.random.key(0)`` if None). The arrays keep the data's
+    precision (float64 data stays float64 even when built with x64 off, see :func:`riemannian.data.keep_precision`)
+    unless ``dtype`` is given.
     """
-    A_np = np.asarray(A, dtype=float)
-    if A_np.ndim != 3 or A_np.shape[1] != A_np.shape[2]:
-        raise RatelabError(f"A must have shape [n_clients, d, d], got {A_np.shape}")
-    if not np.allclose(A_np, np.swapaxes(A_np, 1, 2), atol=1e-10 * max(1.0, np.abs(A_np).max())):
-        raise RatelabError("A must hold symmetric matrices (A_i = A_i^T)")
+    prec = data_dtype(A, dtype)
+    A_np = symmetric_matrices("A", A, batched=True, dtype=prec)
     d = A_np.shape[1]
     check_positive_int("rank", rank)
     if rank >= d:
@@ -132,21 +132,10 @@ def federated_pca(A: Any, *, manifold: str = "grassmann", rank: int = 1, x0: Any
     if w[rank - 1] - w[rank] <= 1e-12 * max(1.0, abs(w[0])):
         raise RatelabError(f"the average matrix has no eigengap after the top {rank} eigenvalues "
                            f"({w[rank - 1]:.6g} vs {w[rank]:.6g}): the optimum is not unique")
-    x_star = v[:, :rank]
-    dtype = dtype or jnp.result_type(float)
-    if x0 is None:  # drawn in float32 (the same point with or without x64), made orthonormal in float64
-        x0 = _normal(jax.random.key(0) if key is None else key, m.shape)
-        x0 = x0 / np.linalg.norm(x0) if x0.ndim == 1 else np.linalg.qr(x0)[0]
-    x0 = np.asarray(x0, dtype=float)
-    if x0.shape != m.shape:
-        raise RatelabError(f"x0 must have shape {m.shape} for {type(m).__name__}, got {x0.shape}")
-    X0 = x0[:, None] if x0.ndim == 1 else x0
-    if np.linalg.norm(X0.T @ X0 - np.eye(X0.shape[1])) > 1e-6:
-        raise RatelabError("x0 must lie on the manifold (orthonormal columns / unit norm)")
-    return FederatedPCA(A=jnp.asarray(A_np, dtype), A_mean=jnp.asarray(A_mean, dtype),
-                        x_star=jnp.asarray(x_star[:, 0] if manifold == "sphere" else x_star, dtype),
-                        f_star=jnp.asarray(-0.5 * w[:rank].sum(), dtype), eigvals=jnp.asarray(w, dtype),
-                        x0=jnp.asarray(x0, dtype), manifold=m)
+    x_star = v[:, 0] if manifold == "sphere" else v[:, :rank]
+    arrays = {"A": A_np, "A_mean": A_mean, "x_star": x_star, "f_star": -0.5 * w[:rank].sum(), "eigvals": w,
+              "x0": start_point(m, x0, key)}
+    return FederatedPCA(**{k: keep_precision(a, prec) for k, a in arrays.items()}, manifold=m)
 
 
 def pca_spectrum(dim: int, rank: int, gap: float = 0.3) -> np.ndarray:

@@ -46,6 +46,7 @@ from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule
 from ratelab.solver import Solver
 from ratelab.validate import check_choice, check_nonnegative, check_positive, check_positive_int
+from riemannian.manifolds import retraction_method, tangent_basis
 
 KINDS = ("rfedsvrg", "rfedavg", "rfedprox")
 CORRECTION = {"rfedsvrg": 1.0, "rfedavg": 0.0, "rfedprox": 0.0}
@@ -72,8 +73,7 @@ def geometry(manifold: Any, retraction: str | None = None, transport: str = "pro
     ``retraction``: one of ``manifold.retractions`` (default: the first, e.g. "qr" or "normalize"); "exp" uses the
     exponential map and the logarithm. ``transport``: "projection" (T_{x->y} v = P_y v) or "parallel".
     """
-    method = manifold.retractions[0] if retraction is None else retraction
-    check_choice("retraction", method, manifold.retractions)
+    method = retraction_method(manifold, retraction)
     check_choice("transport", transport, TRANSPORTS)
     inv_methods = getattr(manifold, "inverse_retractions", manifold.retractions)
     if method not in inv_methods:
@@ -150,14 +150,17 @@ def federated(step_size: Any, *, local_steps: int, correction: Any = 1.0, mu: An
         return FedState(problem.x0, jnp.zeros((), jnp.int32))
 
     def sample(problem: Any, key: jax.Array, n: int) -> dict[str, jax.Array]:
+        """One flat uniform draw per block: the k clients of each round are the k smallest of n_clients uniforms (a
+        uniform subset without replacement), the local iterate of Option 2 is floor(tau u). (A vmapped
+        ``permutation`` or a multi-axis ``randint`` compiles ~8x slower on CPU.)"""
         k, total = participants(problem), problem.n_clients
-        k_sel, k_ell = jax.random.split(key)
+        picks = 0 if k == total else total
+        u = jax.random.uniform(key, (n * (picks + k),))
         if k == total:
             clients = jnp.broadcast_to(jnp.arange(total, dtype=jnp.int32), (n, k))
         else:
-            clients = jax.vmap(lambda kk: jax.random.permutation(kk, total)[:k])(jax.random.split(k_sel, n))
-            clients = clients.astype(jnp.int32)
-        ells = jax.random.randint(k_ell, (n, k), 0, local_steps, dtype=jnp.int32)
+            clients = jnp.argsort(u[: n * total].reshape(n, total), axis=1)[:, :k].astype(jnp.int32)
+        ells = jnp.minimum((u[n * picks:] * local_steps).astype(jnp.int32), local_steps - 1).reshape(n, k)
         return {"clients": clients, "ell": ells}
 
     def step(state: FedState, problem: Any, xi: dict[str, jax.Array]) -> tuple[FedState, dict[str, jax.Array]]:
@@ -204,15 +207,6 @@ def rfedprox(step_size: Any, *, mu: float, local_steps: int, clients_per_round: 
     check_positive("mu", mu)
     return federated(step_size, local_steps=local_steps, correction=0.0, mu=mu, clients_per_round=clients_per_round,
                      retraction=retraction, output=output)
-
-
-def tangent_basis(manifold: Any, x: jax.Array) -> jax.Array:
-    """``[dim, *shape]`` an orthonormal basis of T_x M (from the projected ambient basis, by SVD)."""
-    size = int(np.prod(x.shape))
-    ambient = jnp.eye(size, dtype=x.dtype).reshape(size, *x.shape)
-    proj = jax.vmap(lambda e: manifold.proj(x, e))(ambient).reshape(size, size)
-    _, _, vt = jnp.linalg.svd(proj)
-    return vt[: manifold.dim].reshape(manifold.dim, *x.shape)
 
 
 def linearized_contraction(kind: str, problem: Any, *, step_size: float, local_steps: int, mu: float = 0.0,

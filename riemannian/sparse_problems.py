@@ -2,29 +2,35 @@
 
 These are the test problems of Li, Ma, Srivastava, "A Riemannian ADMM" (arXiv:2211.02163, 2022; Sec. 5):
 
-* sparse PCA (Jolliffe et al. 2003; the form of Chen, Ma, So, Zhang, "Proximal gradient method for nonsmooth
-  optimization over the Stiefel manifold", SIOPT 2020 = ManPG):
-      min_{X in St(n, p)} -tr(X^T A^T A X) + mu ||X||_1,
-  data A in R^{m x n} with i.i.d. N(0, 1) entries, columns centred and scaled to unit norm (ManPG's generator);
+* sparse PCA (Jolliffe et al. 2003; Chen, Ma, So, Zhang, "Proximal gradient method for nonsmooth optimization
+  over the Stiefel manifold", SIOPT 2020 = ManPG), in the convention of the RADMM paper and its authors' code
+  (github.com/JasonJiaxiangLi/RADMM, sPCA: the objective evaluated is sum(X .* (-H X)) / 2 + mu ||X||_1):
+      min_{X in St(n, p)} -1/2 tr(X^T H X) + mu ||X||_1,      H = A^T A,
+  data A in R^{m x n} with i.i.d. N(0, 1) entries, columns centred and scaled to unit norm (ManPG's generator).
+  NOTE the factor 1/2: ManPG writes -tr(X^T A^T A X); its mu is twice the mu here for the same minimisers.
+  :func:`sparse_pca` builds the problem from the user's own H (or data matrix A);
 * orthogonal dictionary learning (Sun, Qu, Wright 2017; Bai, Jiang, Sun 2019): recover the orthogonal
   dictionary Q from Y = Q S with a Bernoulli(theta)-Gaussian sparse code S, as
       min_{X in St(n, p)} ||Y^T X||_1     (f = 0, B = Y^T: the linear-map form h(B X) of the paper).
 
-A problem is a pytree (``jax.tree_util.register_dataclass``): arrays ``C`` (f(X) = -tr(X^T C X)), ``B`` (the
-linear map, the identity for sparse PCA), ``mu`` (the l1 weight) are data; the manifold is static.
+A problem is a pytree (``jax.tree_util.register_dataclass``): arrays ``C`` (f(X) = -1/2 tr(X^T C X)), ``B`` (the
+linear map, the identity for sparse PCA), ``mu`` (the l1 weight) are data; the manifold is static (St(n, p), or
+the sphere S^{n-1} with X a vector of shape (n,)).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ratelab.errors import RatelabError
-from ratelab.validate import check_in_range, check_nonnegative, check_positive_int
-from riemannian.manifolds import Stiefel
+from ratelab.validate import check_choice, check_in_range, check_nonnegative, check_positive_int
+from riemannian.data import keep_precision, start_point, symmetric_matrices
+from riemannian.manifolds import Sphere, Stiefel, normal_draws
 
 Array = jax.Array
 
@@ -32,27 +38,30 @@ Array = jax.Array
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class CompositeProblem:
-    """min_{X in St(n, p)} f(X) + h(B X) with f(X) = -tr(X^T C X) and h(Z) = mu ||Z||_1 (entrywise).
+    """min_{X in M} f(X) + h(B X) with f(X) = -1/2 tr(X^T C X) and h(Z) = mu ||Z||_1 (entrywise).
+
+    Build it with :func:`sparse_pca` (the user's matrices, validated) or the generators below: constructing the
+    dataclass directly skips every check.
 
     Attributes:
       C: ``[n, n]`` symmetric matrix of the smooth part (``A^T A`` for sparse PCA, zero for dictionary learning).
       B: ``[m, n]`` matrix of the linear map X -> B X inside h (identity for sparse PCA).
       mu: l1 weight (mu = 0 turns sparse PCA into PCA).
-      x0: ``[n, p]`` initial point on the manifold.
-      manifold: the Stiefel manifold St(n, p) (static).
+      x0: ``[n, p]`` (``[n]`` on the sphere) initial point on the manifold.
+      manifold: St(n, p) or the sphere S^{n-1} (static).
     """
 
     C: Array
     B: Array
     mu: Array
     x0: Array
-    manifold: Stiefel = field(metadata=dict(static=True))
+    manifold: Stiefel | Sphere = field(metadata=dict(static=True))
 
     def f(self, x: Array) -> Array:
-        return -jnp.sum(x * (self.C @ x))
+        return -0.5 * jnp.sum(x * (self.C @ x))
 
     def egrad_f(self, x: Array) -> Array:
-        return -2.0 * (self.C @ x)
+        return -(self.C @ x)
 
     def lin(self, x: Array) -> Array:
         """The linear map x -> B x."""
@@ -76,8 +85,7 @@ class CompositeProblem:
 
     def lipschitz_h(self) -> Array:
         """Lipschitz constant of h w.r.t. the Frobenius norm: mu sqrt(m p) (a bound on ||subgradient||_F)."""
-        m = self.B.shape[0]
-        return self.mu * jnp.sqrt(m * self.manifold.p)
+        return self.mu * jnp.sqrt(self.B.shape[0] * (self.x0.size // self.x0.shape[0]))
 
 
 @jax.tree_util.register_dataclass
@@ -144,23 +152,55 @@ def _check_sizes(n: int, p: int) -> None:
         raise RatelabError(f"p must satisfy 1 <= p <= n, got n={n}, p={p}")
 
 
+def sparse_pca(H: Any = None, *, mu: float, p: int = 1, data: Any = None, manifold: str = "stiefel",
+               x0: Any = None, key: Array | None = None, dtype: Any = None) -> CompositeProblem:
+    """Sparse PCA min_X -1/2 tr(X^T H X) + mu ||X||_1 on St(n, p) (or the sphere, p = 1) from the user's matrices.
+
+    Give ``H`` (``[n, n]``, symmetric positive semidefinite: a covariance or Gram matrix) or ``data`` (``[m, n]``,
+    then H = data^T data). The convention is the RADMM paper's -1/2 tr(X^T H X) (ManPG's -tr(X^T H X) with weight
+    2 mu has the same minimisers). ``x0`` defaults to a random point drawn with ``key`` (``jax.random.key(0)``).
+    The arrays keep the data's precision (:func:`riemannian.data.keep_precision`) unless ``dtype`` is given.
+    """
+    if (H is None) == (data is None):
+        raise RatelabError("give exactly one of H (an [n, n] PSD matrix) and data (an [m, n] data matrix)")
+    if data is not None:
+        a = np.asarray(data)
+        if a.ndim != 2 or a.size == 0 or not np.all(np.isfinite(a)):
+            raise RatelabError(f"data must be a finite [m, n] matrix, got shape {a.shape}")
+        data_prec = a.dtype
+        H = a.astype(float).T @ a.astype(float)
+    else:
+        data_prec = np.asarray(H).dtype
+    prec = dtype if dtype is not None else (data_prec if np.issubdtype(data_prec, np.floating) else np.float64)
+    C = symmetric_matrices("H", H, definite="semi", dtype=prec)
+    n = C.shape[0]
+    check_nonnegative("mu", mu)
+    check_choice("manifold", manifold, ("stiefel", "sphere"))
+    _check_sizes(n, p)
+    if manifold == "sphere" and p != 1:
+        raise RatelabError(f"p must be 1 on the sphere, got {p}")
+    man = Sphere(n) if manifold == "sphere" else Stiefel(n, p)
+    x0 = start_point(man, x0, key)
+    return CompositeProblem(C=keep_precision(C, prec), B=keep_precision(np.eye(n), prec),
+                            mu=keep_precision(mu, prec), x0=keep_precision(x0, prec), manifold=man)
+
+
 def make_sparse_pca(key: Array, *, m: int = 50, n: int = 100, p: int = 2, mu: float = 0.5,
                     dtype=None) -> CompositeProblem:
-    """Sparse PCA with ManPG's data: A (m x n) i.i.d. N(0, 1), centred columns of unit norm; C = A^T A.
+    """Sparse PCA with ManPG's data: A (m x n) i.i.d. N(0, 1), centred columns of unit norm; H = A^T A.
 
-    x0 is a random point of St(n, p) drawn from ``key``.
+    The data are drawn in ``dtype`` (default: float64 under x64, else float32) and x0 is a random point of
+    St(n, p) drawn from ``key``.
     """
     check_positive_int("m", m)
     _check_sizes(n, p)
     check_nonnegative("mu", mu)
     dtype = jnp.result_type(float) if dtype is None else dtype
     ka, kx = jax.random.split(key)
-    a = jax.random.normal(ka, (m, n), dtype)
-    a = a - jnp.mean(a, axis=0, keepdims=True)
-    a = a / jnp.linalg.norm(a, axis=0, keepdims=True)
-    man = Stiefel(n, p)
-    return CompositeProblem(C=a.T @ a, B=jnp.eye(n, dtype=dtype), mu=jnp.asarray(mu, dtype),
-                            x0=man.random_point(kx, dtype=dtype), manifold=man)
+    a = np.asarray(normal_draws(ka, (m, n), dtype), dtype=float)  # NumPy from here: eager JAX ops each compile
+    a = a - a.mean(axis=0, keepdims=True)
+    a = a / np.linalg.norm(a, axis=0, keepdims=True)
+    return sparse_pca(a.T @ a, mu=mu, p=p, key=kx, dtype=dtype)
 
 
 def make_dictionary_learning(key: Array, *, n: int = 20, p: int = 1, samples: int = 200, theta: float = 0.3,
@@ -177,22 +217,23 @@ def make_dictionary_learning(key: Array, *, n: int = 20, p: int = 1, samples: in
     check_nonnegative("mu", mu)
     dtype = jnp.result_type(float) if dtype is None else dtype
     kq, kb, kg, kx = jax.random.split(key, 4)
-    q = Stiefel(n, n).random_point(kq, dtype=dtype)
-    s = jax.random.bernoulli(kb, theta, (n, samples)).astype(dtype) * jax.random.normal(kg, (n, samples), dtype)
-    y = q @ s
+    q = start_point(Stiefel(n, n), key=kq)  # Haar on O(n)
+    g = np.asarray(normal_draws(kg, (n, samples), dtype), dtype=float)
+    s = np.asarray(jax.random.uniform(kb, (n * samples,), jnp.float32), float).reshape(n, samples) < theta
+    y = q @ (s * g)
     man = Stiefel(n, p)
     root = float(np.sqrt(samples))  # B = Y^T / sqrt(N) has ||B|| = O(1); mu / sqrt(N) keeps h = mu ||Y^T x||_1 / N
-    problem = CompositeProblem(C=jnp.zeros((n, n), dtype), B=y.T / root, mu=jnp.asarray(mu / root, dtype),
-                               x0=man.random_point(kx, dtype=dtype), manifold=man)
-    return problem, q
+    arrays = {"C": np.zeros((n, n)), "B": y.T / root, "mu": mu / root, "x0": start_point(man, key=kx)}
+    problem = CompositeProblem(**{k: keep_precision(v, dtype) for k, v in arrays.items()}, manifold=man)
+    return problem, keep_precision(q, dtype)
 
 
 def pca_optimum(problem: CompositeProblem) -> tuple[float, np.ndarray]:
-    """mu = 0 reference: min_{X in St(n, p)} -tr(X^T C X) = -(sum of the p largest eigenvalues of C), attained
-    by the top-p eigenvectors (Ky Fan's maximum principle)."""
+    """mu = 0 reference: min_{X in St(n, p)} -1/2 tr(X^T C X) = -1/2 (sum of the p largest eigenvalues of C),
+    attained by the top-p eigenvectors (Ky Fan's maximum principle)."""
     evals, evecs = np.linalg.eigh(np.asarray(problem.C, dtype=float))
-    p = problem.manifold.p
-    return -float(np.sum(evals[-p:])), evecs[:, -p:]
+    p = problem.x0.size // problem.x0.shape[0]
+    return -0.5 * float(np.sum(evals[-p:])), evecs[:, -p:]
 
 
 def make_sparse_spectral_clustering(key: Array, *, k: int = 3, per_cluster: int = 20, dim: int = 2,
@@ -218,17 +259,19 @@ def make_sparse_spectral_clustering(key: Array, *, k: int = 3, per_cluster: int 
     angles = 2 * np.pi * np.arange(k) / k
     centres = np.zeros((k, dim))
     centres[:, 0], centres[:, 1] = np.cos(angles), np.sin(angles)
-    centres = jnp.asarray(separation / (2 * np.sin(np.pi / k)) * centres if k > 1 else centres, dtype)
-    labels = jnp.repeat(jnp.arange(k), per_cluster)
-    points = centres[labels] + jax.random.normal(kp, (k * per_cluster, dim), dtype)
-    d2 = jnp.sum((points[:, None, :] - points[None, :, :]) ** 2, axis=-1)
-    w = jnp.exp(-d2 / (2.0 * width**2)) * (1.0 - jnp.eye(k * per_cluster, dtype=dtype))
-    deg = jnp.sum(w, axis=1)
-    inv_sqrt = 1.0 / jnp.sqrt(deg)
-    lap = jnp.eye(k * per_cluster, dtype=dtype) - inv_sqrt[:, None] * w * inv_sqrt[None, :]
-    indicators = jax.nn.one_hot(labels, k, dtype=dtype) * jnp.sqrt(deg)[:, None]
-    basis = indicators / jnp.linalg.norm(indicators, axis=0, keepdims=True)
-    man = Stiefel(k * per_cluster, k)
-    problem = SpectralClusteringProblem(L=0.5 * (lap + lap.T), mu=jnp.asarray(mu, dtype),
-                                        x0=man.random_point(kx, dtype=dtype), manifold=man)
-    return problem, basis @ basis.T
+    centres = separation / (2 * np.sin(np.pi / k)) * centres if k > 1 else centres
+    n = k * per_cluster
+    labels = np.repeat(np.arange(k), per_cluster)
+    noise = np.asarray(normal_draws(kp, (n, dim), dtype), dtype=float)
+    points = centres[labels] + noise
+    d2 = np.sum((points[:, None, :] - points[None, :, :]) ** 2, axis=-1)
+    w = np.exp(-d2 / (2.0 * width**2)) * (1.0 - np.eye(n))
+    deg = np.sum(w, axis=1)
+    inv_sqrt = 1.0 / np.sqrt(deg)
+    lap = np.eye(n) - inv_sqrt[:, None] * w * inv_sqrt[None, :]
+    indicators = np.eye(k)[labels] * np.sqrt(deg)[:, None]
+    basis = indicators / np.linalg.norm(indicators, axis=0, keepdims=True)
+    man = Stiefel(n, k)
+    arrays = {"L": 0.5 * (lap + lap.T), "mu": mu, "x0": start_point(man, key=kx)}
+    problem = SpectralClusteringProblem(**{name: keep_precision(v, dtype) for name, v in arrays.items()}, manifold=man)
+    return problem, keep_precision(basis @ basis.T, dtype)

@@ -220,6 +220,18 @@ def test_generators_are_the_same_with_and_without_x64():
     np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+def test_float64_client_data_built_without_x64_keeps_its_precision():
+    """federated_pca chose float32 when built with x64 off, so even run(..., x64=True) floored near 1e-7 (the
+    float32-rounded A has another optimum than the float64 x*); the data now keep their float64 precision."""
+    p = _pca(h=1.0)
+    A = np.asarray(p.A)
+    with jax.enable_x64(False):
+        q = federated_pca(A, manifold="grassmann", rank=2)
+        assert q.A.dtype == np.float64 and q.x_star.dtype == np.float64
+    tr = run(rfedsvrg(0.5, local_steps=5), q, 0, steps=80, seeds=1, log_every=80, x64=True)
+    assert float(tr["dist_to_opt"][0, -1]) < 1e-12
+
+
 def test_bad_inputs_are_rejected_before_compute():
     p = _pca()
     with pytest.raises(RatelabError, match="step_size"):
@@ -240,7 +252,7 @@ def test_bad_inputs_are_rejected_before_compute():
         geometry(_pca(manifold="stiefel").manifold, "exp")
     with pytest.raises(RatelabError, match="heterogeneity"):
         make_federated_pca(jax.random.key(0), n_clients=2, dim=4, heterogeneity=-1.0)
-    with pytest.raises(RatelabError, match="symmetric"):
+    with pytest.raises(RatelabError, match=r"A must hold symmetric matrices: max \|A_ij - A_ji\| = 1"):
         federated_pca(np.arange(8.0).reshape(2, 2, 2))
     with pytest.raises(RatelabError, match="eigengap"):
         federated_pca(np.stack([np.eye(3)] * 2), rank=1)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ratelab import RatelabError
-from riemannian.manifolds import Grassmann, Sphere, Stiefel
+from riemannian.data import keep_precision, start_point, swept_index, symmetric_matrices, take
+from riemannian.manifolds import AmbientStep, Grassmann, Sphere, Stiefel, normal_draws, retraction_method
 
 
 @pytest.fixture(autouse=True)
@@ -220,6 +221,60 @@ def test_distance_is_symmetric_zero_on_diagonal_and_bounded_by_paths(m):
     assert float(m.dist(x, z)) <= float(m.dist(x, y) + m.dist(y, z)) + 1e-12
     if not isinstance(m, Stiefel):  # geodesic distance = length of the geodesic
         assert float(m.dist(x, m.exp(x, 0.5 * v))) == pytest.approx(0.5, abs=1e-10)
+
+
+def test_flat_draws_are_the_same_numbers_as_multi_axis_draws():
+    """normal_draws draws flat and reshapes (it compiles much faster under vmap): threefry's counters are the
+    row-major index, so the numbers equal jax.random.normal's of the full shape, with x64 on and off."""
+    key = jax.random.key(5)
+    for shape in ((3, 4, 5), (7,), (2, 1, 6)):
+        np.testing.assert_array_equal(np.asarray(normal_draws(key, shape, jnp.float32)),
+                                      np.asarray(jax.random.normal(key, shape, jnp.float32)))
+        with jax.enable_x64(False):
+            np.testing.assert_array_equal(np.asarray(normal_draws(key, shape)),
+                                          np.asarray(jax.random.normal(key, shape)))
+
+
+def test_default_retraction_is_the_manifolds_first():
+    assert retraction_method(Sphere(4)) == "normalize" and retraction_method(Stiefel(4, 2)) == "qr"
+    with pytest.raises(RatelabError, match="retraction must be one of"):
+        retraction_method(Sphere(4), "qr")
+
+
+def test_the_ambient_step_leaves_the_manifold_by_the_square_of_the_step():
+    """AmbientStep (negative controls) steps to X + V: for tangent V, (X + V)^T (X + V) - I = V^T V."""
+    m = Stiefel(6, 2)
+    x, v = _point_and_tangent(m, seed=3)
+    a = AmbientStep(m)
+    assert a.retractions == ("ambient",) and a.dim == m.dim and a.shape == m.shape
+    y = a.retr(x, 0.1 * v)
+    np.testing.assert_allclose(np.asarray(y.T @ y - jnp.eye(2)), np.asarray(0.01 * v.T @ v), atol=1e-14)
+    assert float(a.feasibility(y)) == pytest.approx(float(jnp.linalg.norm(0.01 * v.T @ v)), rel=1e-12)
+    np.testing.assert_allclose(np.asarray(a.proj(x, v)), np.asarray(v), atol=1e-14)
+    assert len(jax.tree_util.tree_leaves(a)) == 0 and hash(a) == hash(AmbientStep(m))
+
+
+def test_the_users_data_keeps_its_precision_and_is_validated():
+    a = np.diag([3.0, 1.0, 2.0]) + 1e-3
+    with jax.enable_x64(False):  # float64 data, x64 off: kept as float64 NumPy, never truncated
+        kept = keep_precision(a)
+        assert isinstance(kept, np.ndarray) and kept.dtype == np.float64
+        assert keep_precision(a.astype(np.float32)).dtype == jnp.float32
+    assert keep_precision(a).dtype == jnp.float64 and isinstance(keep_precision(a), jax.Array)
+    np.testing.assert_array_equal(symmetric_matrices("H", a, definite="semi"), a)
+    with pytest.raises(RatelabError, match=r"H must hold symmetric matrices: max \|H_ij - H_ji\| = 0.5"):
+        symmetric_matrices("H", a + np.triu(np.full((3, 3), 0.5), 1))
+    with pytest.raises(RatelabError, match="H must be positive semidefinite: its smallest eigenvalue is -2"):
+        symmetric_matrices("H", np.diag([1.0, -2.0]), definite="semi")
+    with pytest.raises(RatelabError, match=r"A must have shape \[n, d, d\]"):
+        symmetric_matrices("A", np.eye(3), batched=True)
+    with pytest.raises(RatelabError, match="finite"):
+        symmetric_matrices("H", np.array([[1.0, np.nan], [np.nan, 1.0]]))
+    x0 = start_point(Stiefel(5, 2), key=jax.random.key(1))
+    np.testing.assert_allclose(x0.T @ x0, np.eye(2), atol=1e-14)
+    with pytest.raises(RatelabError, match="x0 must lie on the manifold"):
+        start_point(Sphere(3), np.ones(3))
+    assert take(np.arange(5.0), swept_index(3.0)) == 3.0
 
 
 def test_bad_input_errors():

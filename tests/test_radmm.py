@@ -6,12 +6,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.radmm import RADMM_COMPARE, RADMM_COMPLEXITY, RADMM_ODL, RADMM_SSC
+from experiments.radmm import RADMM_COMPARE, RADMM_COMPLEXITY, RADMM_ODL, RADMM_SSC, tail_rate
 from ratelab import RatelabError, power_decay
 from ratelab.runner import run
-from riemannian.admm import augmented_lagrangian, radmm, stationarity_terms, theory_parameters, y_update
+from riemannian.admm import (
+    augmented_lagrangian,
+    linear_rate,
+    radmm,
+    stationarity_terms,
+    theory_parameters,
+    y_update,
+)
 from riemannian.baselines import riemannian_subgradient
-from riemannian.manifolds import Stiefel
+from riemannian.manifolds import Sphere, Stiefel
 from riemannian.sparse_problems import (
     make_dictionary_learning,
     make_sparse_pca,
@@ -19,6 +26,7 @@ from riemannian.sparse_problems import (
     moreau_envelope,
     moreau_grad,
     pca_optimum,
+    sparse_pca,
     sparsity,
 )
 
@@ -166,6 +174,76 @@ def test_spectral_clustering_map_adjoint_and_the_mu_zero_limit():
     evals = np.linalg.eigvalsh(np.asarray(problem.L))
     assert float(metrics["objective"][-1]) == pytest.approx(float(evals[:3].sum()), abs=1e-9)
     assert float(metrics["stationarity"][-1]) < 1e-8
+
+
+def test_sparse_pca_from_the_users_matrices_uses_the_papers_half_trace():
+    """F(X) = -1/2 tr(X^T H X) + mu ||X||_1 (the RADMM code's convention), from H or from a data matrix A (H = A^T A),
+    with the checks: shape, symmetry, positive semidefiniteness (the smallest eigenvalue in the error)."""
+    a = np.random.default_rng(0).standard_normal((6, 5))
+    p = sparse_pca(data=a, mu=0.3, p=2)
+    q = sparse_pca(a.T @ a, mu=0.3, p=2)
+    np.testing.assert_allclose(np.asarray(p.C), a.T @ a, atol=1e-12)
+    x = np.asarray(p.x0)
+    expected = -0.5 * np.trace(x.T @ a.T @ a @ x) + 0.3 * np.abs(x).sum()
+    assert float(p.objective(p.x0)) == pytest.approx(expected, rel=1e-12)
+    assert float(q.objective(q.x0)) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(np.asarray(p.egrad_f(p.x0)), -(a.T @ a) @ x, atol=1e-12)
+    with pytest.raises(RatelabError, match=r"H must hold symmetric matrices: max \|H_ij - H_ji\|"):
+        sparse_pca(np.triu(np.ones((4, 4))), mu=0.1)
+    with pytest.raises(RatelabError, match="H must be positive semidefinite: its smallest eigenvalue is -1"):
+        sparse_pca(np.diag([2.0, 1.0, -1.0]), mu=0.1)
+    with pytest.raises(RatelabError, match=r"H must have shape \[d, d\]"):
+        sparse_pca(np.ones((3, 4)), mu=0.1)
+    with pytest.raises(RatelabError, match="exactly one of H"):
+        sparse_pca(mu=0.1)
+    with pytest.raises(RatelabError, match="x0 must lie on the manifold"):
+        sparse_pca(a.T @ a, mu=0.1, p=2, x0=np.ones((5, 2)))
+
+
+def test_radmm_and_the_subgradient_method_default_to_the_manifolds_retraction_on_the_sphere():
+    """QR is no retraction of the sphere: the solvers take the manifold's first one (normalisation) by default."""
+    a = np.random.default_rng(1).standard_normal((8, 6))
+    problem = sparse_pca(data=a, mu=0.05, manifold="sphere")
+    assert problem.manifold == Sphere(6)
+    for solver in (radmm(**theory_parameters(0.05)), riemannian_subgradient(power_decay(0.05, 1.0, 0.5))):
+        _, metrics = _iterate(solver, problem, 300)
+        assert float(jnp.max(metrics["feasibility"])) < 1e-13
+    _, metrics = _iterate(radmm(step_size=0.05, rho=1.0, gamma=0.1), sparse_pca(data=a, mu=0.0, manifold="sphere"),
+                          3000)
+    top = np.linalg.eigvalsh(a.T @ a)[-1]
+    assert float(metrics["objective"][-1]) == pytest.approx(-0.5 * top, abs=1e-9)  # mu = 0: the top eigenvector
+
+
+def test_float64_data_built_without_x64_keeps_its_precision():
+    """Built with x64 off, the float64 H stays float64 (not truncated to float32), so a float64 run reaches the
+    PCA optimum to 1e-12 rather than to float32 rounding."""
+    a = np.random.default_rng(2).standard_normal((10, 7))
+    with jax.enable_x64(False):
+        problem = sparse_pca(data=a, mu=0.0, p=2)
+        assert problem.C.dtype == np.float64
+    tr = run(radmm(step_size=0.05, rho=1.0, gamma=0.1), problem, 0, steps=4000, seeds=1, log_every=4000, x64=True)
+    value, _ = pca_optimum(problem)
+    assert value == pytest.approx(-0.5 * np.linalg.eigvalsh(a.T @ a)[-2:].sum(), rel=1e-14)
+    assert abs(float(tr["objective"][0, -1]) - value) < 1e-12
+
+
+def test_the_linearised_map_predicts_the_linear_rate_of_the_tail():
+    """Near an isolated fixed point the stationarity measure decays at -ln rho_J per iteration, rho_J the spectral
+    radius of the RADMM map's Jacobian there; at mu = 0 on St(n, 2) the fixed points form an O(2)-orbit and
+    rho_J = 1 (the prediction, no contraction, fails while the measure still decays)."""
+    par = theory_parameters(0.1)
+    solver = radmm(**par, random_init=True)  # one solver: mu is data, both runs share the compiled code
+    for mu, isolated in ((0.1, True), (0.0, False)):
+        problem = _spca(mu=mu, n=8, p=2, m=6, seed=1)
+        tr = run(solver, problem, 0, steps=3000, seeds=1, log_every=10, aggregate="min", x64=True)
+        measured = tail_rate(tr.steps, tr["stationarity"], 1e-10, 1e-4)[0]
+        s = tr.final_state
+        predicted = linear_rate(problem, s.x[0], s.y[0], s.lam[0], **par)
+        assert measured > 1e-3
+        if isolated:
+            assert predicted == pytest.approx(measured, rel=1e-3)
+        else:
+            assert abs(predicted) < 1e-9
 
 
 def test_bad_input_errors():

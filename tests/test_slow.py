@@ -11,7 +11,9 @@ from ratelab.registry import experiments
 # the experiment's docstring. A strict xfail turns into a failure the day the claim starts to pass.
 KNOWN_FAILS = {
     "radmm-spca-vs-subgrad": ("RADMM's smoothing bias: off-support entries sit at gamma*lambda at its fixed point, so "
-                              "F is 0.07 above the subgradient method's at equal iterations", True),
+                              "F is 0.12 above the subgradient method's at equal iterations", True),
+    "rfedsvrg-linear": ("the full instance's round map has a clustered spectrum (0.435, 0.409, 0.393): the top mode "
+                        "dominates only after ~60 rounds, below float64's floor (round 35); measured 0.412", True),
 }
 
 

@@ -1,6 +1,8 @@
 """Zeroth-order Riemannian estimator and Zo-RASA: unbiasedness (Monte Carlo within error bars), mu -> 0 limit,
 batch variance, invariants, reductions, padding, and input checks."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 from ratelab import RatelabError
 from ratelab.runner import run
 from riemannian.federated import geometry
-from riemannian.zo_rasa import make_stochastic_rayleigh, zo_gradient, zo_rasa
+from riemannian.zo_rasa import make_stochastic_rayleigh, stochastic_rayleigh, zo_gradient, zo_rasa
 
 M = 100_000
 
@@ -110,6 +112,91 @@ def test_solution_is_the_bottom_eigenspace():
     assert float(jnp.linalg.norm(p.rgrad(p.x_star))) < 1e-12
     assert float(p.loss(p.x_star)) == pytest.approx(0.0, abs=1e-12)
     assert np.linalg.eigvalsh(np.asarray(p.A)).min() > -1e-12
+
+
+def test_the_noisy_rayleigh_problem_from_the_users_matrix():
+    """The builder takes any symmetric A (here with negative eigenvalues): the minimiser is the bottom eigenvector,
+    f* = lambda_min / 2, and the smoothness L = lambda_max - lambda_min (it bounds the Riemannian Hessian); bad A is
+    rejected with the number that is wrong."""
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((5, 5)))
+    lam = np.array([-2.0, -1.0, 0.5, 1.0, 3.0])
+    A = (q * lam) @ q.T
+    p = stochastic_rayleigh(A, sigma=0.5, key=jax.random.key(1))
+    assert float(p.f_star) == pytest.approx(-1.0) and float(p.smoothness) == pytest.approx(5.0)
+    assert float(p.loss(p.x_star)) == pytest.approx(-1.0)
+    assert float(jnp.linalg.norm(p.rgrad(p.x_star))) < 1e-12
+    st = stochastic_rayleigh(A, p=2, manifold="stiefel")
+    assert float(st.f_star) == pytest.approx(-1.5)
+    with pytest.raises(RatelabError, match=r"A must hold symmetric matrices: max \|A_ij - A_ji\|"):
+        stochastic_rayleigh(np.triu(np.ones((3, 3))))
+    with pytest.raises(RatelabError, match="no eigengap"):
+        stochastic_rayleigh(np.eye(3))
+    with pytest.raises(RatelabError, match=r"A must have shape \[d, d\]"):
+        stochastic_rayleigh(np.ones((3, 2)))
+    with pytest.raises(RatelabError, match="sigma"):
+        stochastic_rayleigh(A, sigma=-1.0)
+    with jax.enable_x64(False):  # float64 data keeps its precision with x64 off
+        assert stochastic_rayleigh(A).A.dtype == np.float64
+
+
+def test_beta_defaults_to_the_problems_smoothness():
+    """beta = 1 silently assumed L = 1: the default now reads the problem's L (here 4), and a problem without one
+    needs beta given."""
+    p = make_stochastic_rayleigh(jax.random.key(3), n=6, sigma=0.5)
+    scaled = stochastic_rayleigh(4.0 * np.asarray(p.A), sigma=0.5, x0=np.asarray(p.x0))
+    assert float(scaled.smoothness) == pytest.approx(4.0)
+    a, b = zo_rasa(0.02), zo_rasa(0.02, beta=4.0)
+    state = a.init(scaled, jax.random.key(0))
+    xi = jax.tree_util.tree_map(lambda v: v[0], a.sample(scaled, jax.random.key(1), 1))
+    np.testing.assert_array_equal(np.asarray(jax.jit(a.step)(state, scaled, xi)[0].x),
+                                  np.asarray(jax.jit(b.step)(state, scaled, xi)[0].x))
+    moved = np.asarray(jax.jit(zo_rasa(0.02, beta=1.0).step)(state, scaled, xi)[0].x)
+    assert np.abs(moved - np.asarray(jax.jit(a.step)(state, scaled, xi)[0].x)).max() > 1e-6
+
+    class NoSmoothness:
+        manifold, x0 = scaled.manifold, scaled.x0
+
+    with pytest.raises(RatelabError, match="beta must be given"):
+        zo_rasa(0.02).init(NoSmoothness(), jax.random.key(0))
+
+
+def test_the_samples_experiment_runs_without_library_warnings():
+    """zo-rasa-samples used float64 arrays made under x64 outside it (sweep's up-front checks), which made jax warn
+    "Explicitly requested dtype float64 ... truncated"; a run prints no library warnings."""
+    from experiments.zo_rasa import ZO_RASA_SAMPLES
+
+    cfg = ZO_RASA_SAMPLES.config("quick", {"steps": 400, "log_every": 100, "horizons": "100,200,400", "seeds": 2})
+    with jax.enable_x64(False), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trace = ZO_RASA_SAMPLES.execute(cfg, jax.random.key(0))
+    assert trace["grad_sq_rasa_const"].shape == (2, 3)
+    np.testing.assert_array_equal(trace["grad_sq_rasa_const"][:, 0], trace["grad_sq_rasa"][:, 0])
+
+
+def test_the_dimension_experiment_holds_samples_proportional_to_d():
+    """zo-rasa-dimension's claim is the paper's N = O(d / eps^2) at N = kappa d (exponent <= 0), with the fixed-N design
+    (whose pre-asymptotic exponent was the old FAIL, 0.33 against 0.5) as its negative control in the same sweep:
+    the two designs coincide at the largest d, and the claim's average for d covers exactly its kappa d steps."""
+    from experiments.zo_rasa import ZO_RASA_DIMENSION
+
+    cfg = ZO_RASA_DIMENSION.config("quick", {"dims": "2,4,8", "samples_per_dim": 50, "steps": 400, "log_every": 100,
+                                             "seeds": 2})
+    ZO_RASA_DIMENSION.validate(cfg)
+    (claim,) = ZO_RASA_DIMENSION.claims(cfg)
+    assert (claim.expected, claim.relation, claim.metric) == (0.0, "le", "grad_sq_avg")
+    assert claim.controls[0].claim == {"metric": "grad_sq_fixed_n"}
+    with jax.enable_x64(False), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tr = ZO_RASA_DIMENSION.execute(cfg, jax.random.key(0))
+    np.testing.assert_array_equal(tr.steps, [2.0, 4.0, 8.0])
+    np.testing.assert_array_equal(tr["grad_sq_avg"][:, -1], tr["grad_sq_fixed_n"][:, -1])
+    # d = 2 alone (the same problem, step and keys): its claim value is the mean over its first kappa d = 100 steps
+    p = make_stochastic_rayleigh(jax.random.key(cfg["problem_seed"]), n=3, sigma=cfg["sigma"], ambient=9)
+    one = run(zo_rasa(cfg["c"] / np.sqrt(2 * 100), mu=cfg["mu"]), p, jax.random.key(0), steps=400, seeds=2,
+              log_every=100, aggregate="mean", x64=True)
+    np.testing.assert_allclose(tr["grad_sq_avg"][:, 0], one["grad_norm_sq"][:, 0], rtol=1e-9)
+    with pytest.raises(RatelabError, match="samples_per_dim"):
+        ZO_RASA_DIMENSION.validate(ZO_RASA_DIMENSION.config("quick", {"samples_per_dim": 100}))
 
 
 def test_bad_inputs_are_rejected():
