@@ -76,14 +76,39 @@ def adam(learning_rate: Any) -> optax.GradientTransformation:
     return optax.adam(as_schedule(learning_rate))
 
 
+def small_solve(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Solve a x = b for a small symmetric positive definite ``a`` (``[d, d]``, d <= 16) by Gaussian elimination
+    unrolled over d: the same arithmetic as ``jnp.linalg.solve`` without its LAPACK custom call, which dominates the
+    compile time of these tiny vmapped problems."""
+    return _eliminate(a, b)[0]
+
+
+def _eliminate(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Gauss-Jordan without pivoting: (solution, smallest pivot); for symmetric ``a`` every pivot is positive
+    exactly when ``a`` is positive definite."""
+    d = a.shape[-1]
+    if d > 16:
+        raise RatelabError(f"small_solve is for d <= 16 unknowns, got {d}")
+    m = jnp.concatenate([a, b[:, None]], axis=1)
+    pivot = jnp.inf
+    for i in range(d):
+        pivot = jnp.minimum(pivot, m[i, i])
+        row = m[i] / m[i, i]
+        m = m - m[:, i : i + 1] * row[None, :]
+        m = m.at[i].set(row)
+    return m[:, d], pivot
+
+
 def newton_minimize(loss: Callable[[jax.Array], jax.Array], x0: jax.Array, iters: int = 30,
                     damping: float = 1e-12, halvings: int = 6) -> jax.Array:
     """Damped Newton on a smooth function of a few parameters (``x0`` is 1-D), a fixed number of iterations.
 
-    Each step solves (H + mu I) d = -g with mu = damping + max(0, -lambda_min(H)) (a descent direction where H is
-    indefinite) and takes the best of the steps t d, t = 1, 1/2, ..., 2^-halvings, evaluated at once (no sequential
-    line search, so that it vmaps without while-loops), or stays put when none decreases the loss. Used as the exact
-    reference solver of convex or locally convex problems, not as a method under test.
+    Each step solves (H + damping I) d = -g when that matrix is positive definite (all elimination pivots > 0: a
+    Newton step), else with the shift max(0, -Gershgorin lower bound of lambda_min(H)) that makes it so (a descent
+    direction where H is indefinite), and takes the best of the
+    steps t d, t = 1, 1/2, ..., 2^-halvings, evaluated at once (no sequential line search, so that it vmaps without
+    while-loops), or stays put when none decreases the loss. Used as the exact reference solver of convex or
+    locally convex problems (where H is positive definite and the step is Newton's), not as a method under test.
     """
     check_positive_int("iters", iters)
     if jnp.ndim(x0) != 1:
@@ -94,8 +119,10 @@ def newton_minimize(loss: Callable[[jax.Array], jax.Array], x0: jax.Array, iters
 
     def step(x, _):
         g, h = grad(x), hess(x)
-        lam = jnp.linalg.eigvalsh(h)[0]
-        d = -jnp.linalg.solve(h + (damping + jnp.maximum(0.0, -lam) * 1.01) * eye, g)
+        newton, pivot = _eliminate(h + damping * eye, -g)
+        lower = jnp.min(jnp.diag(h) - (jnp.sum(jnp.abs(h), axis=1) - jnp.abs(jnp.diag(h))))
+        shifted = small_solve(h + (jnp.maximum(0.0, -lower) * 1.01 + 2 * damping) * eye, -g)
+        d = jnp.where(pivot > 0, newton, shifted)
         candidates = x + ts[:, None] * d
         values = jax.vmap(loss)(candidates)
         values = jnp.where(jnp.isfinite(values), values, jnp.inf)

@@ -42,7 +42,6 @@ import optax
 
 from alignment.bandits import newton_minimize
 from ratelab.errors import RatelabError
-from ratelab.schedules import as_schedule
 from ratelab.validate import check_in_range, check_positive, check_positive_int
 
 
@@ -89,11 +88,17 @@ def mix_loss(theta: jax.Array, p: Problem, lam: Any) -> jax.Array:
     return lam * dpo_loss(theta, p) + (1 - lam) * sft_loss(theta, p)
 
 
-def make_problem(phi: jax.Array, q: jax.Array, r: jax.Array, beta: Any) -> tuple[Problem, jax.Array]:
-    """The toy with pi_ref = pi at the SFT optimum, and that optimum."""
-    p = Problem(phi, q, r, jnp.zeros_like(q), beta)
-    theta_sft = newton_minimize(lambda t: sft_loss(t, p), jnp.zeros(phi.shape[1], phi.dtype), 30)
-    return p._replace(log_ref=jax.nn.log_softmax(phi @ theta_sft)), theta_sft
+def make_problem(phi: jax.Array, q: jax.Array, r: jax.Array, beta: Any) -> tuple[Problem, jax.Array, jax.Array]:
+    """The toy with pi_ref = pi at the SFT optimum, that optimum and the DPO optimum.
+
+    One vmapped Newton solve gives both: f_SFT does not involve pi_ref, and f_DPO depends on theta only through
+    beta Phi (theta - theta_SFT) (log pi_ref = Phi theta_SFT - const, and constants cancel in the pair differences),
+    so theta_DPO* = theta_SFT + the DPO optimum for a reference with log pi_ref = 0."""
+    p0 = Problem(phi, q, r, jnp.zeros_like(q), beta)
+    x0 = jnp.zeros(phi.shape[1], phi.dtype)
+    theta_sft, theta_dpo0 = jax.vmap(lambda mu: newton_minimize(lambda t: mix_loss(t, p0, mu), x0, 25))(
+        jnp.array([0.0, 1.0], phi.dtype))
+    return p0._replace(log_ref=jax.nn.log_softmax(phi @ theta_sft)), theta_sft, theta_sft + theta_dpo0
 
 
 class References(NamedTuple):
@@ -106,27 +111,26 @@ class References(NamedTuple):
     minmax: jax.Array
 
 
-def references(p: Problem, theta_sft: jax.Array, lam: Any, bisections: int = 30) -> References:
-    """Every exact reference of one toy (Newton solves; the min-max value by bisection over the weighted-sum
-    parameter mu, where lambda G_DPO(theta_mu) - (1 - lambda) G_SFT(theta_mu) changes sign)."""
-    x0 = jnp.zeros_like(theta_sft)
-    theta_dpo = newton_minimize(lambda t: dpo_loss(t, p), x0, 30)
+def references(p: Problem, theta_sft: jax.Array, theta_dpo: jax.Array, lam: Any, bisections: int = 30) -> References:
+    """Every exact reference of one toy: min f_mix at lambda, and the min-max value by bisection over the
+    weighted-sum parameter mu, where lambda G_DPO(theta_mu) - (1 - lambda) G_SFT(theta_mu) changes sign (each
+    bisection step solves the mu and lambda trade-offs with one vmapped Newton)."""
     f_sft, f_dpo = sft_loss(theta_sft, p), dpo_loss(theta_dpo, p)
-    theta_mix = newton_minimize(lambda t: mix_loss(t, p, lam), x0, 30)
+    x0 = jnp.zeros_like(theta_sft)
 
-    def weighted(mu):
-        t = newton_minimize(lambda th: mix_loss(th, p, mu), x0, 30)
-        return lam * (dpo_loss(t, p) - f_dpo), (1 - lam) * (sft_loss(t, p) - f_sft)
-
-    def bisect(bounds, _):
-        lo, hi = bounds
+    def bisect(carry, _):
+        lo, hi, _ = carry
         mid = (lo + hi) / 2
-        a, b = weighted(mid)
-        return jnp.where(a > b, jnp.stack([mid, hi]), jnp.stack([lo, mid])), None
+        t_mid, t_lam = jax.vmap(lambda mu: newton_minimize(lambda th: mix_loss(th, p, mu), x0, 25))(
+            jnp.stack([mid, lam]))
+        a, b = lam * (dpo_loss(t_mid, p) - f_dpo), (1 - lam) * (sft_loss(t_mid, p) - f_sft)
+        lo, hi = jnp.where(a > b, mid, lo), jnp.where(a > b, hi, mid)
+        return (lo, hi, jnp.stack([jnp.maximum(a, b), mix_loss(t_lam, p, lam)])), None
 
-    (lo, hi), _ = jax.lax.scan(bisect, jnp.array([0.0, 1.0], x0.dtype), None, length=bisections)
-    a, b = weighted((lo + hi) / 2)
-    return References(f_sft, f_dpo, mix_loss(theta_mix, p, lam), theta_dpo, jnp.maximum(a, b))
+    zero = jnp.zeros((), x0.dtype)
+    (_, _, (minmax, mix)), _ = jax.lax.scan(bisect, (zero, zero + 1, jnp.zeros(2, x0.dtype)), None,
+                                            length=bisections)
+    return References(f_sft, f_dpo, mix, theta_dpo, minmax)
 
 
 def gaps(theta: jax.Array, p: Problem, ref: References, lam: Any) -> dict[str, jax.Array]:
@@ -135,26 +139,39 @@ def gaps(theta: jax.Array, p: Problem, ref: References, lam: Any) -> dict[str, j
             "max": jnp.maximum((1 - lam) * g_sft, lam * g_dpo) - ref.minmax}
 
 
-def _run(theta0: jax.Array, choose, p: Problem, steps: int, step_size: Any, xs: jax.Array, log_every: int):
-    """Adam (optax, one optimiser state shared by both objectives, as in the paper's trainers) for ``steps`` steps;
-    ``choose(theta, x) -> 1.0 (DPO) or 0.0 (SFT)`` picks each step's objective; returns the iterates every
-    ``log_every`` steps."""
-    opt = optax.adam(as_schedule(step_size))
-    grad_sft, grad_dpo = jax.grad(sft_loss), jax.grad(dpo_loss)
+SEQUENTIAL, ALRIGHT, MAXRIGHT = 0, 1, 2
 
-    def one(carry, x):
+
+def _train(theta0: jax.Array, method: jax.Array, p: Problem, ref: References, lam: Any, coins: jax.Array,
+           step_size: float, steps: int, log_every: int) -> jax.Array:
+    """One run of ``method`` (SEQUENTIAL, ALRIGHT or MAXRIGHT; may be traced, so the three vmap) with Adam (optax;
+    one optimiser state for both objectives, as in the paper's trainers) and a cosine-decayed rate. The sequential
+    run is two training runs: SFT for T/2 steps, then DPO for T/2 with a fresh optimiser state and schedule.
+    Returns the iterates every ``log_every`` steps."""
+    half = steps // 2
+    opt = optax.scale_by_adam()
+    whole, stage = optax.cosine_decay_schedule(step_size, steps), optax.cosine_decay_schedule(step_size, half)
+    grad_sft, grad_dpo = jax.grad(sft_loss), jax.grad(dpo_loss)
+    seq = method == SEQUENTIAL
+
+    def one(carry, xs):
         theta, st = carry
-        c = choose(theta, x)
-        g = c * grad_dpo(theta, p) + (1 - c) * grad_sft(theta, p)
-        upd, st = opt.update(g, st, theta)
-        return (optax.apply_updates(theta, upd), st), None
+        k, coin = xs
+        st = jax.tree_util.tree_map(lambda a, b: jnp.where(seq & (k == half), a, b), opt.init(theta), st)
+        g = gaps(theta, p, ref, lam)
+        choice = jnp.where(seq, k >= half, jnp.where(method == ALRIGHT, coin < lam,
+                                                     lam * g["dpo"] > (1 - lam) * g["sft"]))
+        c = choice.astype(theta.dtype)
+        upd, st = opt.update(c * grad_dpo(theta, p) + (1 - c) * grad_sft(theta, p), st, theta)
+        lr = jnp.where(seq, stage(k % half), whole(k))
+        return (theta - lr * upd, st), None
 
     def block(carry, xb):
         carry, _ = jax.lax.scan(one, carry, xb)
         return carry, carry[0]
 
-    carry = (theta0, opt.init(theta0))
-    _, thetas = jax.lax.scan(block, carry, xs.reshape(steps // log_every, log_every))
+    xs = (jnp.arange(steps).reshape(-1, log_every), coins.reshape(-1, log_every))
+    _, thetas = jax.lax.scan(block, (theta0, opt.init(theta0)), xs)
     return thetas
 
 
@@ -170,24 +187,13 @@ def forgetting_study(phi: jax.Array, q: jax.Array, r: jax.Array, theta0: jax.Arr
         raise RatelabError(f"steps must be a multiple of 2 * log_every ({2 * log_every}), got {steps}")
     check_in_range("lam", lam, 0.0, 1.0, closed="neither")
     check_positive("step_size", step_size)
-    p, theta_sft = make_problem(phi, q, r, beta)
-    ref = references(p, theta_sft, lam)
-    half = steps // 2
-    sched = optax.cosine_decay_schedule(step_size, steps)
-    stage = optax.cosine_decay_schedule(step_size, half)
-    stage1 = _run(theta0, lambda t, x: 0.0, p, half, stage, jnp.zeros(half), log_every)
-    stage2 = _run(stage1[-1], lambda t, x: 1.0, p, half, stage, jnp.zeros(half), log_every)
-    sequential = jnp.concatenate([stage1, stage2])
-    alright = _run(theta0, lambda t, x: (x < lam).astype(t.dtype), p, steps, sched, coins, log_every)
-
-    def maxright_choice(t, x):
-        g = gaps(t, p, ref, lam)
-        return (lam * g["dpo"] > (1 - lam) * g["sft"]).astype(t.dtype)
-
-    maxright = _run(theta0, maxright_choice, p, steps, sched, jnp.zeros(steps), log_every)
+    p, theta_sft, theta_dpo = make_problem(phi, q, r, beta)
+    ref = references(p, theta_sft, theta_dpo, lam)
+    methods = jnp.array([SEQUENTIAL, ALRIGHT, MAXRIGHT])
+    paths = jax.vmap(lambda m: _train(theta0, m, p, ref, lam, coins, step_size, steps, log_every))(methods)
     out = {}
-    for name, path in (("seq", sequential), ("alright", alright), ("maxright", maxright)):
-        for k, v in jax.vmap(lambda t: gaps(t, p, ref, lam))(path).items():
+    for i, name in enumerate(("seq", "alright", "maxright")):
+        for k, v in jax.vmap(lambda t: gaps(t, p, ref, lam))(paths[i]).items():
             out[f"{name}_{k}"] = v
     out["forgetting_closed_form"] = gaps(ref.theta_dpo, p, ref, lam)["sft"] * jnp.ones(steps // log_every)
     return out

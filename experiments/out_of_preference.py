@@ -55,6 +55,8 @@ def _validate(cfg: dict[str, Any]) -> None:
     check_positive("beta", cfg["beta"])
     check_positive("prior", cfg["prior"])
     check_in_range("new_ratio", cfg["new_ratio"], 0.0, MAX_NEW_RATIO)
+    if cfg["new_ratio"] <= 0:
+        raise RatelabError(f"new_ratio must be > 0 (RMB-PO+ needs new prompts), got {cfg['new_ratio']}")
     check_in_range("flip", cfg["flip"], 0.0, 1.0)
 
 
@@ -70,7 +72,8 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     flip = bool(cfg["flip"])
     quad = quadrature(cfg["quad_nodes"])
     limits = population_limits(PAPER_THETA, cfg["beta"], cfg["n_actions"], flip, quad)
-    data = sample_data(cfg["seed"], cfg["seeds"], int(ns[-1]), int(MAX_NEW_RATIO * ns[-1]), cfg["n_actions"])
+    data = sample_data(cfg["seed"], cfg["seeds"], int(ns[-1]), max(1, int(np.ceil(cfg["new_ratio"] * ns[-1]))),
+                       cfg["n_actions"])
     dt = jnp.float64 if cfg["x64"] else jnp.float32
     with jax.enable_x64(cfg["x64"]):
         arrays = Data(*(jnp.asarray(x, dt) if x.dtype.kind == "f" else jnp.asarray(x, jnp.int32) for x in data))
@@ -141,7 +144,7 @@ def _figure(cfg: dict[str, Any], trace: Trace, verdicts: list) -> Any:
     return fig
 
 
-_COMMON = {"seed": 0, "x64": False, "log_every": 1, "n_actions": 4, "beta": 0.3, "prior": 0.1, "new_ratio": 4.0,
+_COMMON = {"seed": 0, "x64": False, "log_every": 1, "n_actions": 4, "beta": 0.3, "prior": 0.1, "new_ratio": 0.5,
            "flip": 1.0, "n_min": 20, "quad_nodes": 128}
 
 OOP_N = register(Experiment(
@@ -166,8 +169,8 @@ OOP_N = register(Experiment(
     extra_figures={"suboptimality": _figure},
     notes="beta = 0.3, not the authors' 0.01: at 0.01 RMB-PO's objective has no maximiser in the flipped policy class "
           "(the supremum is approached as ||w|| -> infinity), so the authors' numbers there depend on their early "
-          "stopping (AdaGrad-norm, 200 DPO / 1000 policy-gradient iterations). New prompts: the code's default "
-          "rl_data_ratio = 4 (its script uses 0.5). Reward model and DPO carry a N(0, 10 I) prior (reconstructed; "
-          "the authors' cvxpy MLE is unregularised).",
+          "stopping (AdaGrad-norm, 200 DPO / 1000 policy-gradient iterations). New prompts: 0.5 N, the authors' "
+          "script's rl_data_ratio (the code's default is 4). Reward model and DPO carry a N(0, 10 I) prior "
+          "(reconstructed; the authors' cvxpy MLE is unregularised).",
     tags=("alignment",),
 ))
