@@ -52,7 +52,7 @@ def _validate(cfg: dict[str, Any]) -> None:
     if not cfg["u_min"] < cfg["u_max"]:
         raise RatelabError(f"u_max must exceed u_min ({cfg['u_min']}), got {cfg['u_max']}")
     check_in_range("step_scale", cfg["step_scale"], 0.0, 1.0, closed="right")
-    check_in_range("threshold", cfg["threshold"], 0.0, 1.0 / cfg["n_responses"], closed="neither")
+    check_in_range("threshold", cfg["threshold"], 0.0, 1.0, closed="neither")
     check_positive("offset_scale", cfg["offset_scale"])
 
 
