@@ -97,10 +97,11 @@ def _figure(cfg: dict[str, Any], trace: Trace, verdicts: list) -> Any:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, label, color in (("seq", "sequential (SFT, then DPO)", "tab:red"), ("alright", "ALRIGHT", "tab:blue"),
                                ("maxright", "MAXRIGHT", "tab:green")):
-        ax.plot(trace[f"{name}_sft"].mean(0), trace[f"{name}_dpo"].mean(0), color=color, label=label, lw=1)
-        ax.plot(trace[f"{name}_sft"].mean(0)[-1], trace[f"{name}_dpo"].mean(0)[-1], "o", color=color)
-    ax.set(xscale="symlog", yscale="symlog", xlabel=r"SFT gap $f_{SFT} - f_{SFT}^*$",
-           ylabel=r"DPO gap $f_{DPO} - f_{DPO}^*$", xlim=(-1e-4, None), ylim=(-1e-4, None))
+        x, y = (np.maximum(trace[f"{name}_{k}"].mean(0), 1e-9) for k in ("sft", "dpo"))
+        ax.plot(x, y, color=color, label=label, lw=1)
+        ax.plot(x[-1], y[-1], "o", color=color)
+    ax.set(xscale="log", yscale="log", xlabel=r"SFT gap $f_{SFT} - f_{SFT}^*$ (mean)",
+           ylabel=r"DPO gap $f_{DPO} - f_{DPO}^*$ (mean, floored at 1e-9)")
     ax.set_title(f"mean over {cfg['seeds']} toys (K = {cfg['n_responses']}, d = {cfg['dim']}), lambda = "
                  f"{cfg['lam']:g}", fontsize=9)
     ax.legend(fontsize=8)
@@ -123,8 +124,9 @@ FORGETTING = register(Experiment(
     execute=_execute,
     claims=_claims,
     panels=(
-        Panel(metric="seq_sft", ylabel="sequential: SFT gap", yscale="symlog"),
-        Panel(metric="alright_mix", ylabel="ALRIGHT: trade-off gap G_mix", yscale="symlog"),
+        Panel(metric="seq_forgetting_ratio", ylabel=r"sequential: $G_{SFT} / G_{SFT}(\theta_{DPO}^*)$",
+              yscale="linear"),
+        Panel(metric="alright_mix", ylabel=r"ALRIGHT: trade-off gap $G_{mix}$"),
     ),
     validate=_validate,
     extra_figures={"gap_plane": _figure},
