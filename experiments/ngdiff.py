@@ -134,7 +134,7 @@ NGDIFF = register(Experiment(
     title="NGDiff stops on the exact Pareto front of (L_R, -L_F) where gradient difference diverges",
     configs={
         "quick": {**_COMMON, "seeds": 32, "train_steps": 3000, "steps": 300},
-        "full": {**_COMMON, "seeds": 256, "train_steps": 20000, "steps": 2000},
+        "full": {**_COMMON, "seeds": 64, "train_steps": 10000, "steps": 1000},
     },
     execute=_execute,
     claims=_claims,
