@@ -6,6 +6,17 @@ N(0, 1) per prefix), rewards r = c + z with z ~ N(0, 1) per response and an offs
 ``reward_offset`` (a reward model's outputs carry an arbitrary offset; Bradley-Terry fixes them only up to one).
 Exact gradients and covariances come from enumerating the responses (``alignment.remax``); the sampler's uniforms are
 drawn by NumPy outside the compiled programs.
+
+Results and analysis (quick; full in brackets). The estimator is unbiased and its Monte Carlo error is exactly the
+closed-form covariance's (slope -1.01, constant 1.00). Its variance is 0.20 of vanilla REINFORCE's with a reward
+offset of 3 reward-sd, but 1.86 [1.85] times REINFORCE's on centred rewards: FAIL. This is derived, not noise: at a
+random policy the greedy response is an independent draw, so E(r - r(a_bar))^2 = 2 Var r against E r^2 = Var r;
+ReMax's advantage comes from reward offsets (vanilla REINFORCE pays c^2, ReMax nothing) and from policies whose
+greedy reward is close to the mean. Training (Adam, cosine, kl_ctl 0.05): the normalised gap at T is 0.027
+[0.055] against the claimed 0.01: FAIL. About a third of the runs stall on a deterministic suboptimal response
+(the remaining gap of those runs is 0.1 - 0.4); exact policy-gradient ascent with the same optimiser stalls on
+fewer (mean gap 0.019 in the same quick setting), so part of the failure is the softmax policy-gradient landscape
+(vanishing gradients near deterministic policies) and part is the sampling.
 """
 
 from __future__ import annotations
