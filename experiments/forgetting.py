@@ -14,11 +14,10 @@ import jax
 import numpy as np
 
 from alignment.forgetting import forgetting_study, instances
-from experiments._jit_cache import cached_call
 from ratelab.claims import Claim, Control
 from ratelab.errors import RatelabError
 from ratelab.registry import Experiment, Panel, Paper, register
-from ratelab.runner import Trace, trace_from_arrays
+from ratelab.runner import Trace, call, trace_from_arrays
 from ratelab.validate import check_in_range, check_positive, check_positive_int
 
 FERNANDO = Paper(
@@ -56,7 +55,7 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     ins = instances(cfg["seed"], cfg["seeds"], cfg["n_responses"], cfg["dim"])
     coins = np.random.default_rng(cfg["seed"] + 1).uniform(size=(cfg["seeds"], cfg["train_steps"]))
     with jax.enable_x64(True):
-        out, timings = cached_call(_study, ins["phi"], ins["q"], ins["r"], ins["theta0"], coins, cfg["beta"],
+        out, timings = call(_study, ins["phi"], ins["q"], ins["r"], ins["theta0"], coins, cfg["beta"],
                                    cfg["lam"], cfg["learning_rate"], cfg["train_steps"], cfg["log_interval"],
                                    static_argnums=(8, 9))
     metrics = dict(out)

@@ -23,11 +23,10 @@ from alignment.unlearning import (
     t_critical,
     unlearn,
 )
-from experiments._jit_cache import cached_call
 from ratelab.claims import Claim, Control
 from ratelab.errors import RatelabError
 from ratelab.registry import Experiment, Panel, Paper, register
-from ratelab.runner import Trace, trace_from_arrays
+from ratelab.runner import Trace, call, trace_from_arrays
 from ratelab.validate import check_choice, check_positive, check_positive_int
 
 BU = Paper(
@@ -76,7 +75,7 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     del key
     ins = instances(cfg["seed"], cfg["seeds"], cfg["dim"], cfg["n_retain"], cfg["n_forget"])
     with jax.enable_x64(True):
-        out, timings = cached_call(_study, *(ins[k] for k in Quadratics._fields), cfg["step_size"], cfg["n_retain"],
+        out, timings = call(_study, *(ins[k] for k in Quadratics._fields), cfg["step_size"], cfg["n_retain"],
                                    cfg["n_forget"], cfg["train_steps"], cfg["log_interval"],
                                    static_argnums=(7, 8, 9, 10))
     primary = cfg["method"]

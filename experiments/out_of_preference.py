@@ -27,11 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from alignment.dpo import PAPER_THETA, Data, oop_study, population_limits, quadrature, sample_data
-from experiments._jit_cache import cached_call
 from ratelab.claims import Claim, Control
 from ratelab.errors import RatelabError
 from ratelab.registry import Experiment, Panel, Paper, register
-from ratelab.runner import Trace, trace_from_arrays
+from ratelab.runner import Trace, call, trace_from_arrays
 from ratelab.validate import check_in_range, check_positive, check_positive_int
 
 LI_OOP = Paper(
@@ -89,7 +88,7 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
         args = (arrays, jnp.asarray(ns, dt), cfg["new_ratio"], jnp.asarray(PAPER_THETA, dt), cfg["beta"],
                 cfg["prior"], jnp.asarray(limits.w_dpo, dt), jnp.asarray(limits.w_po, dt), jnp.asarray(quad.s, dt),
                 jnp.asarray(quad.weights, dt), float(flip), cfg["n_actions"])
-        out, timings = cached_call(_study, *args, static_argnums=(11,))
+        out, timings = call(_study, *args, static_argnums=(11,))
     metrics = dict(out)
     metrics["floor_dpo"] = np.full_like(out["subopt_dpo"], limits.subopt_dpo)
     metrics["floor_po"] = np.full_like(out["subopt_po"], limits.subopt_po)

@@ -30,11 +30,10 @@ import numpy as np
 import optax
 
 from alignment.remax import estimator_study, learner_init, optimum_value, state_size, train, tree
-from experiments._jit_cache import cached_call
 from ratelab.claims import Claim, Control
 from ratelab.errors import RatelabError
 from ratelab.registry import Experiment, Panel, Paper, register
-from ratelab.runner import Trace, trace_from_arrays
+from ratelab.runner import Trace, call, trace_from_arrays
 from ratelab.validate import check_nonnegative, check_positive, check_positive_int
 
 LI_REMAX = Paper(
@@ -98,7 +97,7 @@ def _execute_estimator(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     tie = rng.uniform(size=(cfg["seeds"], cfg["horizon"]))
     offsets = np.array([0.0, cfg["reward_offset"]])
     with jax.enable_x64(True):
-        out, timings = cached_call(_estimator_study, theta, ref, z, u, tie, offsets, cfg["beta"], cfg["vocab"],
+        out, timings = call(_estimator_study, theta, ref, z, u, tie, offsets, cfg["beta"], cfg["vocab"],
                                    cfg["horizon"], cfg["chunk"], static_argnums=(7, 8, 9))
     n = cfg["chunks"]
     metrics = {}
@@ -203,7 +202,7 @@ def _execute_train(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     u = rng.uniform(size=(cfg["seeds"], steps, b, h))
     tie = rng.uniform(size=(cfg["seeds"], steps, h))
     with jax.enable_x64(True):
-        (run, best), timings = cached_call(_train_study, theta, ref, z, u, tie, float(cfg["explore"]), cfg["beta"],
+        (run, best), timings = call(_train_study, theta, ref, z, u, tie, float(cfg["explore"]), cfg["beta"],
                                            cfg["learning_rate"], steps, cfg["vocab"], h, cfg["log_interval"],
                                            static_argnums=(8, 9, 10, 11))
         tr = tree(cfg["vocab"], h)

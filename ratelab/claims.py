@@ -26,6 +26,11 @@ Negative controls: a claim declares :class:`Control` s, each the same experiment
 theory says breaks the claim (config ``overrides`` that rerun it, and/or ``claim`` field changes that judge another
 curve of the same run). A control must FAIL; a claim whose control PASSes has no power and is reported WEAK.
 A claim for which no control can exist says why in ``no_control``.
+
+Known failures: a claim that does not hold on its instance (a paper's statement contradicted by an honest
+measurement, an effect too small to decide) keeps its FAIL or INCONCLUSIVE verdict, and says why in
+``known_failure`` (the analysis, with its numbers). ``ratelab verify`` then still reports it as not passing but does
+not count it against the exit status, like a strict xfail: a known failure that starts to PASS is flagged.
 """
 
 from __future__ import annotations
@@ -114,6 +119,7 @@ class Claim:
     source: str = ""
     controls: tuple[Control, ...] = ()
     no_control: str = ""
+    known_failure: str = ""
 
     def __post_init__(self):
         check_choice("kind", self.kind, KINDS)

@@ -213,6 +213,7 @@ def _detail(row: dict, result: dict, verdict: dict) -> str:
              ("claimed", row["claimed"]), ("measured", number_text(row["measured"])),
              ("95% interval", f"[{number_text(lo)}, {number_text(hi)}]"), ("verdict", row["status"]),
              ("reason", row["reason"]),
+             *([("known failure", row["known_failure"])] if row.get("known_failure") else []),
              ("seeds to decide", "" if row["seeds_needed"] is None else str(row["seeds_needed"])),
              ("diverged seeds", f"{row['diverged_seeds']} of {result.get('divergence', {}).get('of', '?')}"),
              ("metric", claim.get("metric", "")), ("kind", f"{claim.get('kind', '')} ({claim.get('relation', '')})"),

@@ -126,13 +126,24 @@ def call(f: Callable[..., Any], *args: Any, desc: str = "run", progress: bool | 
     """Compile ``jax.jit(f)`` for ``args``, run it once and wait for it: ``(output as NumPy, timings)``.
 
     For experiments that call their own jitted study function instead of :func:`run`: the compile and the run are
-    timed apart (``compile_s``, ``run_s``, as in a Trace) and shown as progress stages.
+    timed apart (``compile_s``, ``run_s``, as in a Trace) and shown as progress stages. The executable is kept per
+    (``f``, static arguments, shapes and dtypes of the others), as :func:`run` keeps its own: a control that changes
+    only traced values reuses the main run's program (``compile_s`` is 0 then). Static arguments must be hashable.
     """
+    static = {i: args[i] for i in static_argnums}
+    dynamic = tuple(a for i, a in enumerate(args) if i not in static)
+
+    def build() -> Callable:
+        def with_static(*dyn):
+            it = iter(dyn)
+            return f(*(static[i] if i in static else next(it) for i in range(len(args))))
+
+        return with_static
+
     t0 = time.perf_counter()
     with _progress.stage(f"{desc}: compiling", progress):
-        exe = jax.jit(f, static_argnums=static_argnums).lower(*args).compile()
+        exe, _ = _compiled(("call", f, tuple(sorted(static.items()))), build, dynamic)
     t1 = time.perf_counter()
-    dynamic = [a for i, a in enumerate(args) if i not in static_argnums]
     with _progress.stage(f"{desc}: running", progress):
         out = jax.block_until_ready(exe(*dynamic))
     t2 = time.perf_counter()
