@@ -12,11 +12,12 @@ direction has lag-one autocorrelation 1 - eta h, so the curvature axis is the au
   the paper's frequency-domain argument says the filter cuts the white DP noise while passing the low-frequency
   gradient. Its exact closed-loop value (derived here, a Lyapunov equation) tends to the filter's white-noise power
   gain G = (1 - beta)/(1 + beta) = 0.053 where the gradient is most autocorrelated (eta h -> 0) and rises to 0.51 at
-  eta h = 1, where the filter's lag costs as much as it removes;
+  eta h = 1, as the filter's lag adds error once the gradient decorrelates;
 * the iterate floor E x^2 over DPSGD's: the paper's reading (less noise in the gradient, lower error) holds at
   eta h = 1 (0.51) and fails where the gradient is most autocorrelated: 0.986 at eta h = 0.03 (0.995 at 0.01).
   The iterate already averages the noise over 1/(eta h) steps, and a unit-DC-gain filter leaves those low
-  frequencies alone, so the 19x cleaner gradient barely moves the floor (derived value registered beside it).
+  frequencies alone, so a gradient 15x cleaner (19x in the limit) barely moves the floor (derived value registered
+  beside it).
 
 Negative controls are arms of the same run: the all-pass filter (a = (1,), b = (1,)) is DPSGD itself (no
 reduction: ratios 1); a high-pass FIR b = (1.25, -0.25) (unit DC gain, gain 1.5 at the Nyquist frequency) amplifies
@@ -38,12 +39,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import _dp_quadratic as toy
 from optim_theory import doppler as lp
-from optim_theory.dp_problems import make_quadratic
 from optim_theory.dp_studies import FilterArms, doppler_quadratic_seed
 from optim_theory.stationary import sgd_floor
 from ratelab.claims import Claim, Control
-from ratelab.errors import RatelabError
 from ratelab.registry import Experiment, Panel, Paper, register
 from ratelab.runner import Trace, as_keys, call, trace_from_arrays
 from ratelab.validate import check_in_range, check_positive
@@ -83,15 +83,6 @@ def _arms(cfg: dict[str, Any]) -> FilterArms:
                       b=jnp.asarray(np.stack([pad(b) for _, b in filters])), bias_correction=jnp.ones(len(filters)))
 
 
-def _curvatures(cfg: dict[str, Any]) -> np.ndarray:
-    return np.geomspace(cfg["eh_min"], cfg["eh_max"], cfg["n_curv"])
-
-
-def _quadratic(cfg: dict[str, Any]):
-    return make_quadratic(_curvatures(cfg), step=cfg["step"], replicates=cfg["replicates"], tau=cfg["tau"],
-                          batch=cfg["batch"])
-
-
 def exact_ratios(cfg: dict[str, Any], filt: Any, x: Any) -> tuple[np.ndarray, np.ndarray]:
     """(floor ratio, gradient-error ratio) to DPSGD at each eta h in ``x`` (derived here, closed loop)."""
     out = [lp.closed_loop(*filt, cfg["step"], e / cfg["step"], 1.0) for e in np.asarray(x)]
@@ -99,14 +90,9 @@ def exact_ratios(cfg: dict[str, Any], filt: Any, x: Any) -> tuple[np.ndarray, np
     return floors, np.array([g for _, g in out])
 
 
-def _per_curvature(values: np.ndarray, n_curv: int, how: str) -> np.ndarray:
-    v = values.reshape(*values.shape[:-1], n_curv, -1)
-    return v.sum(-1) if how == "sum" else v.max(-1)
-
-
 def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     with jax.enable_x64(bool(cfg["x64"])):
-        problem, arms = _quadratic(cfg), _arms(cfg)
+        problem, arms = toy.quadratic(cfg), _arms(cfg)
 
         def study(keys):
             return jax.vmap(lambda k: doppler_quadratic_seed(
@@ -115,19 +101,10 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
 
         out, timings = call(study, as_keys(key, cfg["seeds"]), desc="doppler-quadratic")
     n = cfg["n_curv"]
-
-    def ratio(arm_metric, dpsgd_metric):
-        return (_per_curvature(np.moveaxis(out[arm_metric], 1, 0), n, "sum")
-                / _per_curvature(out[dpsgd_metric], n, "sum")[None])
-
-    metrics = {"floor_ratio": ratio("mean_x2", "mean_x2_dpsgd"),
-               "grad_err_ratio": ratio("mean_err2", "mean_err2_dpsgd"),
-               "dpsgd_gap": _per_curvature(np.moveaxis(out["max_gap"], 1, 0), n, "max")}
-    return trace_from_arrays(_curvatures(cfg), metrics, timings=timings)
-
-
-def _at(x: float) -> tuple[float, float]:
-    return (x, x)
+    metrics = {"floor_ratio": toy.ratio_to_dpsgd(out["mean_x2"], out["mean_x2_dpsgd"], n),
+               "grad_err_ratio": toy.ratio_to_dpsgd(out["mean_err2"], out["mean_err2_dpsgd"], n),
+               "dpsgd_gap": toy.per_curvature(toy.arms_first(out["max_gap"]), n, "max")}
+    return trace_from_arrays(toy.curvatures(cfg), metrics, timings=timings)
 
 
 def _round(tol: float) -> float:
@@ -156,20 +133,20 @@ def _claims(cfg: dict[str, Any]) -> list[Claim]:
               tolerance=1e-12, window=(lo, hi), statistic="max", index=(1,), source=SRC_ALLPASS, controls=(near,)),
         Claim(id="noise-autocorrelated", statement=noise_stmt.format(b=beta, x=lo, r=1 - lo, v=g_lo, G=gain),
               metric="grad_err_ratio", kind="value", expected=g_lo, tolerance=_round(0.05 * g_lo),
-              window=_at(lo), index=(0,), source=SRC_FREQ, controls=(allpass, highpass)),
+              window=toy.at(lo), index=(0,), source=SRC_FREQ, controls=(allpass, highpass)),
         Claim(id="noise-uncorrelated", statement=noise_stmt.format(b=beta, x=hi, r=1 - hi, v=g_hi, G=gain),
               metric="grad_err_ratio", kind="value", expected=g_hi, tolerance=_round(0.05 * g_hi),
-              window=_at(hi), index=(0,), source=SRC_FREQ, controls=(allpass, highpass)),
+              window=toy.at(hi), index=(0,), source=SRC_FREQ, controls=(allpass, highpass)),
         Claim(id="floor-steep", statement=floor_stmt.format(x=hi, v=f_hi), metric="floor_ratio", kind="value",
-              relation="le", expected=0.0, tolerance=0.9, window=_at(hi), index=(0,), source=SRC_FLOOR,
+              relation="le", expected=0.0, tolerance=0.9, window=toy.at(hi), index=(0,), source=SRC_FLOOR,
               controls=(allpass, highpass)),
         Claim(id="floor-flat", statement=floor_stmt.format(x=lo, v=f_lo), metric="floor_ratio", kind="value",
-              relation="le", expected=0.0, tolerance=0.9, window=_at(lo), index=(0,), source=SRC_FLOOR,
+              relation="le", expected=0.0, tolerance=0.9, window=toy.at(lo), index=(0,), source=SRC_FLOOR,
               controls=(allpass,)),
         Claim(id="floor-flat-exact", statement=f"at eta h = {lo:g} the floor ratio is the closed-loop value "
               f"{f_lo:.4g}, within about half its distance to 1 (derived here: a unit-DC-gain filter leaves the low "
               "frequencies the iterate averages over)", metric="floor_ratio", kind="value", expected=f_lo,
-              tolerance=_round((1 - f_lo) / 2), window=_at(lo), index=(0,), source=SRC_FLOOR,
+              tolerance=_round((1 - f_lo) / 2), window=toy.at(lo), index=(0,), source=SRC_FLOOR,
               controls=(allpass, highpass)),
     ]
 
@@ -178,14 +155,7 @@ def _validate(cfg: dict[str, Any]) -> None:
     check_in_range("beta", cfg["beta"], 0.0, 1.0, closed="neither")
     check_positive("noise_multiplier", cfg["noise_multiplier"])
     check_positive("clip_norm", cfg["clip_norm"])
-    if not 0 < cfg["eh_min"] < cfg["eh_max"] <= 1:
-        raise RatelabError(f"eh_min and eh_max must satisfy 0 < eh_min < eh_max <= 1 (the high-pass control is "
-                           f"stable up to eta h = 1), got {cfg['eh_min']}, {cfg['eh_max']}")
-    if cfg["n_curv"] < 2:
-        raise RatelabError(f"n_curv must be >= 2, got {cfg['n_curv']}")
-    if not 0 <= cfg["burn_in"] < cfg["steps"]:
-        raise RatelabError(f"burn_in must lie in [0, steps), got {cfg['burn_in']} (steps {cfg['steps']})")
-    _quadratic(cfg)
+    toy.validate(cfg, 1.0)  # the high-pass control's loop is stable up to eta h = 1
 
 
 def _reference(which: int):
@@ -195,8 +165,7 @@ def _reference(which: int):
     return reference
 
 
-_Q = {"seed": 0, "x64": True, "step": 1.0, "beta": 0.9, "eh_max": 1.0, "tau": 0.05, "batch": 4,
-      "noise_multiplier": 0.2, "clip_norm": 1.0}
+_Q = {**toy.TOY, "beta": 0.9}
 
 QUADRATIC = register(Experiment(
     id="doppler-quadratic",
@@ -204,10 +173,8 @@ QUADRATIC = register(Experiment(
     figure="noise reduction of the low-pass filter vs the gradient's autocorrelation (curvature), closed loop",
     title="LP-DPSGD (EMA filter) vs DPSGD on a diagonal quadratic: gradient-error and floor ratios per curvature",
     configs={
-        "quick": {**_Q, "seeds": 64, "steps": 2000, "log_every": 2000, "burn_in": 500, "eh_min": 0.03, "n_curv": 4,
-                  "replicates": 4},
-        "full": {**_Q, "seeds": 512, "steps": 20_000, "log_every": 20_000, "burn_in": 5000, "eh_min": 0.01,
-                 "n_curv": 7, "replicates": 8},
+        "quick": {**_Q, **toy.QUICK},
+        "full": {**_Q, **toy.FULL},
     },
     execute=_execute,
     claims=_claims,
