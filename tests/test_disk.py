@@ -217,3 +217,17 @@ def test_bad_updates_and_budgets_are_named():
         dp.noise_multiplier_for(1.0, 1e-5, sampling_rate=0.1, steps=10, accountant="moments")
     with pytest.raises(RatelabError, match="prev_params"):
         D.disk_lookahead(optax.sgd(0.1).init(jnp.ones(2)), jnp.ones(2), 0.5)
+
+
+@pytest.mark.parametrize("exp_id, overrides, match", [
+    ("disk-quadratic", {"eh_min": 2.5}, "eh_min"), ("disk-quadratic", {"clip_control": 2.0}, "clip_control"),
+    ("disk-quadratic", {"burn_in": 5000}, "burn_in"), ("disk-logistic", {"epsilons": "2,x"}, "epsilons"),
+    ("disk-logistic", {"accountant": "moments"}, "accountant"), ("doppler-quadratic", {"eh_max": 1.5}, "eh_min"),
+    ("doppler-quadratic", {"beta": 1.0}, "beta"),
+])
+def test_experiment_configs_reject_bad_settings_before_compute(exp_id, overrides, match):
+    from ratelab.harness import plan
+    from ratelab.registry import get
+
+    with pytest.raises(RatelabError, match=match):
+        plan(get(exp_id), "quick", overrides)
