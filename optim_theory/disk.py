@@ -30,9 +30,10 @@ What was checked in the official code (read with the search tools, not copied):
   sqrt(c^2 + (1 - c)^2) before adding noise (its accountant then records the rescaled multiplier). The clip acts on
   the combination, so the sensitivity is C and noise sigma C is exactly what the accountant's sigma certifies: the
   rescale is not needed for privacy. It adds noise when 0 < c < 1 (the defaults kappa = 0.7, gamma = 0.5: c = 6/7,
-  1.151x the noise) and removes noise when c > 1 (kappa = 0.5, gamma = 0.7 in the authors' example script: c = 1.43,
-  0.67x the noise, so a run calibrated to a target epsilon through the engine spends more than that target). Here
-  the noise multiplier from dp-accounting is used unchanged; :func:`official_noise_factor` gives the code's factor.
+  1.151x the noise) and removes noise when c > 1 (e.g. kappa = 0.5, gamma = 0.7, the values of an example command
+  in a README of the authors' standalone code: c = 1.43, 0.67x the noise, so a run calibrated to a target epsilon
+  through the Opacus engine would spend more than that target). Here the noise multiplier from dp-accounting is
+  used unchanged; :func:`official_noise_factor` gives the code's factor.
 * Filter convention: the first commit of the code (b4c075de) updates ``lerp_(grad, weight=kappa)``, i.e. the
   paper's g_t = (1 - kappa) g_{t-1} + kappa g~; since f23e5c47 (a copyright/licence commit) it is
   ``weight=1 - kappa`` with c unchanged, which the ReadMe does not follow. The paper's form is used here: under the
