@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("ratelab", "bilevel", "rl_theory", "riemannian", "alignment", "experiments")
+PACKAGES = ("ratelab", "bilevel", "rl_theory", "riemannian", "alignment", "optim_theory", "experiments")
 
 
 def config_hash(exp_id: str, mode: str, config: dict[str, Any]) -> str:

@@ -20,6 +20,15 @@ KNOWN_FAILS = {
                     "exact gradient with the same optimiser: 9): gap 0.055 > 0.01", True),
     "oop-bandit": ("RMB-PO+'s excess is not measurably below RMB-PO's with 0.5 N new prompts: "
                    "-0.006 [-0.046, 0.041], about 9000 seeds would decide", True),
+    "disk-quadratic": ("DiSK's floor gain over DPSGD vanishes in flat directions: ratio 0.993 at eta h = 0.01 (derived "
+                       "kappa/(2 - kappa) (1 + rho beta)/(1 - rho beta) -> 1), so 'floor ratio <= 0.9' fails there",
+                       True),
+    "disk-logistic": ("on the ill-conditioned logistic instance DiSK's excess risk is 0.90-0.96 of DPSGD's and "
+                      "0.95-0.98 of the EMA's, not at most 0.9: most directions have eta h << 1, where the filter "
+                      "cannot help", True),
+    "doppler-quadratic": ("the low-pass filter cuts the gradient error 17x at eta h = 0.01 but the floor ratio there "
+                          "is 0.995 (a unit-DC-gain filter leaves the low frequencies the iterate averages over)",
+                          True),
 }
 
 
