@@ -10,9 +10,9 @@ script; its default is mu = 1).
     augmented Lagrangian (polar retraction via the SVD of the p x p Gram matrix), the soft-threshold Y, the
     Moreau-envelope Z, the multiplier step, then the records the script keeps every iteration: F(X) and the stopping
     test, the Lagrangian, the Moreau-envelope Lagrangian, three distances and the projected subgradient norm.
-(b) ratelab: ``riemannian.admm.radmm(eta, rho, gamma, retraction="polar")`` on ``CompositeProblem(C = H / 2,
-    B = I, mu)``, started like the authors (lambda_0 = 0, y_0 = x_0), for as many iterations as (a) ran, float64;
-    its metrics every iteration. R seeds (vmapped) start from random points.
+(b) ratelab: ``riemannian.admm.radmm(eta, rho, gamma, retraction="polar")`` on ``sparse_pca(H, mu)``
+    (f = -1/2 tr(X^T H X), B = I: the authors' convention), started like the authors (lambda_0 = 0, y_0 = x_0),
+    for as many iterations as (a) ran, float64; its metrics every iteration. R seeds (vmapped) start from random points.
 
 Same answer: max |X_numpy - X_ratelab| <= 1e-6 and the objectives equal to 1e-9 (relative) at the end; exit status
 1 otherwise.
@@ -39,8 +39,7 @@ from _common import finish, matmul_peak, parse_args, ratios
 
 import ratelab as rl
 from riemannian.admm import radmm
-from riemannian.manifolds import Stiefel
-from riemannian.sparse_problems import CompositeProblem
+from riemannian.sparse_problems import sparse_pca
 
 ETA, GAMMA, RHO, MU = 1e-2, 1e-8, 100.0, 0.01
 
@@ -128,8 +127,7 @@ def main() -> int:
         t_np = time.perf_counter() - t0
         iters = len(fvals) - 1
         with jax.enable_x64(True):
-            problem = CompositeProblem(C=jnp.asarray(H / 2), B=jnp.eye(n), mu=jnp.asarray(MU), x0=jnp.asarray(X0),
-                                       manifold=Stiefel(n, p))
+            problem = sparse_pca(H, mu=MU, p=p, x0=X0)
             one = rl.run(ratelab_solver(False), problem, 0, steps=iters, seeds=1, x64=True)
             one_b = rl.run(ratelab_solver(False), problem, 1, steps=iters, seeds=1, x64=True)
             many = rl.run(ratelab_solver(True), problem, 0, steps=iters, seeds=reps, x64=True)

@@ -47,8 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import _dp_quadratic as toy
 from optim_theory import disk as disk_theory
+from optim_theory import dp_toy as toy
 from optim_theory.dp import noise_multiplier_for
 from optim_theory.dp_problems import Logistic, logistic_solution, make_logistic
 from optim_theory.dp_studies import DiskArms, disk_quadratic_seed, logistic_seed
@@ -153,7 +153,11 @@ def _claims_quadratic(cfg: dict[str, Any]) -> list[Claim]:
               controls=(off,)),
         Claim(id="gain-flat", statement=gain_stmt.format(x=lo, r=r_lo), metric="ratio_to_dpsgd", kind="value",
               relation="le", expected=0.0, tolerance=0.9, window=toy.at(lo), index=(0,), source=SRC_GAIN,
-              controls=(off,)),
+              controls=(off,),
+              known_failure=f"the filter has unit gain at zero frequency: where eta h is small the iterate already "
+              f"averages the noise over 1/(eta h) steps, longer than the filter's memory, so the floor ratio tends to "
+              f"1 (derived value {r_lo:.3f} here, matched by the gain-steep and floor claims); the paper's gain holds "
+              f"only where eta h is near 1"),
     ]
 
 
@@ -261,11 +265,16 @@ def _claims_logistic(cfg: dict[str, Any]) -> list[Claim]:
         claims += [
             Claim(id=f"utility-eps{e:g}", statement=f"at {budget}, step 1/L for both: DiSK-SGD's excess risk "
                   "L(w_T) - L(w*) is at most 0.9 of DPSGD's", metric="ratio_to_dpsgd", kind="value", relation="le",
-                  expected=0.0, tolerance=0.9, window=toy.at(e), index=(0,), source=SRC_GAIN, controls=(off,)),
+                  expected=0.0, tolerance=0.9, window=toy.at(e), index=(0,), source=SRC_GAIN, controls=(off,),
+                  known_failure="the features' 10x spread gives the Hessian a 100x spread: with step 1/L most "
+                  "directions have eta h << 1, where the filter cannot lower the floor (see disk-quadratic's "
+                  "gain-flat); measured 0.90-0.96 of DPSGD's excess risk over eps = 1..8 with 512 seeds"),
             Claim(id=f"momentum-eps{e:g}", statement=f"at {budget}: DiSK's excess risk is at most 0.9 of the EMA's "
                   "(the same filter without the prediction term: matched momentum)", metric="ratio_to_ema",
                   kind="value", relation="le", expected=0.0, tolerance=0.9, window=toy.at(e), index=(0,),
-                  source=SRC_GAIN, controls=(no_pred,)),
+                  source=SRC_GAIN, controls=(no_pred,),
+                  known_failure="most of DiSK's 4-10 % gain on this instance is the averaging that an EMA with the "
+                  "same kappa already does: 0.95-0.98 of the EMA's excess risk with 512 seeds"),
         ]
     return claims
 

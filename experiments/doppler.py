@@ -39,8 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import _dp_quadratic as toy
 from optim_theory import doppler as lp
+from optim_theory import dp_toy as toy
 from optim_theory.dp_studies import FilterArms, doppler_quadratic_seed
 from optim_theory.stationary import sgd_floor
 from ratelab.claims import Claim, Control
@@ -142,7 +142,11 @@ def _claims(cfg: dict[str, Any]) -> list[Claim]:
               controls=(allpass, highpass)),
         Claim(id="floor-flat", statement=floor_stmt.format(x=lo, v=f_lo), metric="floor_ratio", kind="value",
               relation="le", expected=0.0, tolerance=0.9, window=toy.at(lo), index=(0,), source=SRC_FLOOR,
-              controls=(allpass,)),
+              controls=(allpass,),
+              known_failure=f"the low-pass filter cuts the gradient error about 15x at eta h = {lo:g} (the "
+              f"noise-autocorrelated claim) but a unit-DC-gain filter leaves the low frequencies that the iterate "
+              f"averages over: the floor ratio is the derived closed-loop value {f_lo:.3f} (floor-flat-exact), not "
+              f"<= 0.9"),
         Claim(id="floor-flat-exact", statement=f"at eta h = {lo:g} the floor ratio is the closed-loop value "
               f"{f_lo:.4g}, within about half its distance to 1 (derived here: a unit-DC-gain filter leaves the low "
               "frequencies the iterate averages over)", metric="floor_ratio", kind="value", expected=f_lo,

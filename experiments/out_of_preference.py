@@ -16,6 +16,11 @@ of its own objective decays like 1/N or faster ([-0.99, -1.25, -1.27]). RMB-PO+ 
 RMB-PO with the authors' 0.5 N new prompts (log-ratio of excesses +0.05 [-0.006], CI straddling 0; about 9000 seeds
 would decide): the new prompts reduce only the prompt-sampling share of the policy's error, and the reward model's
 error, shared by both, dominates on this instance.
+
+The quick grid was first N = 20..320 (n_grid 5, 32 seeds): there the RMB-PO and RMB-PO+ plateau exponents were
+undecided (-0.079 [-0.160, -0.004]: the 1/N excess still tilts the upper half of the grid). The quick config now
+runs the full config's longer grid (n_grid 7, N up to 1280) with 64 seeds: a longer run decides an INCONCLUSIVE
+claim; the band is unchanged.
 """
 
 from __future__ import annotations
@@ -121,7 +126,10 @@ def _claims(cfg: dict[str, Any]) -> list[Claim]:
         Claim(id="plus-beats-po", statement="at equal N, RMB-PO+'s excess is below RMB-PO's: log(sum_N N excess "
               "RMB-PO+ / sum_N N excess RMB-PO) <= -0.01 (the preference-free prompts reduce the policy-optimisation "
               "error)", metric="log_plus_over_po", kind="value", relation="le", expected=-0.015, tolerance=0.005,
-              window=grid, source=SOURCE, controls=(well_specified,)),
+              window=grid, source=SOURCE, controls=(well_specified,),
+              known_failure="with the authors' 0.5 N extra prompts the reward model's error, shared by RMB-PO and "
+              "RMB-PO+, dominates: the log-ratio is indistinguishable from 0 (full: -0.006 [-0.046, 0.041] with 100 "
+              "seeds; about 9000 seeds would decide), so the claimed 1 % reduction is not measurable here"),
         plateau("dpo", "DPO"),
         plateau("po", "RMB-PO"),
         plateau("plus", "RMB-PO+"),
@@ -162,7 +170,7 @@ OOP_N = register(Experiment(
     title="DPO vs RMB-PO vs RMB-PO+ (solved exactly) on the authors' linear bandit, against preference pairs N",
     configs={
         # steps = number of N values on the x axis (the harness requires the key; nothing iterates over it)
-        "quick": {**_COMMON, "n_grid": 5, "seeds": 32, "steps": 5},
+        "quick": {**_COMMON, "n_grid": 7, "seeds": 64, "steps": 7},
         "full": {**_COMMON, "n_grid": 7, "seeds": 100, "steps": 7, "x64": True, "quad_nodes": 256},
     },
     execute=_execute,

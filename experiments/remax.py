@@ -137,7 +137,11 @@ def _claims_estimator(cfg: dict[str, Any]) -> list[Claim]:
               "of vanilla REINFORCE's (tr Cov ratio <= 0.5)", metric="var_ratio_centred", kind="value",
               relation="le", expected=0.25, tolerance=0.25, window=end, source=SOURCE,
               controls=(Control("reinforce", "vanilla REINFORCE in ReMax's place, measured on an independent batch: "
-                                "the ratio is 1", claim={"metric": "var_ratio_reinforce_centred"}),)),
+                                "the ratio is 1", claim={"metric": "var_ratio_reinforce_centred"}),),
+              known_failure="at a random policy the greedy response's reward is an independent draw, so "
+              "E(r - r_greedy)^2 = 2 Var r against REINFORCE's E r^2 = Var r on centred rewards: the ratio is about 2 "
+              "(measured 1.86 [1.67, 2.07]); ReMax's gain comes from reward offsets, to which it is exactly invariant "
+              "(variance-offset)"),
     ]
 
 
@@ -237,7 +241,10 @@ def _claims_train(cfg: dict[str, Any]) -> list[Claim]:
               metric="gap_remax", kind="value", relation="le", expected=0.0, tolerance=0.01, window=last,
               source=SOURCE,
               controls=(Control("no-exploration", "the sampled response replaced by the greedy one: the advantage "
-                                "r(a_bar) - r(a_bar) is 0, the policy never moves", overrides={"explore": 0.0}),)),
+                                "r(a_bar) - r(a_bar) is 0, the policy never moves", overrides={"explore": 0.0}),),
+              known_failure="at the paper's kl_ctl = 0.05 about a third of the runs (10 of 32 quick, 38 of 128 full) "
+              "stall near deterministic suboptimal responses; exact-gradient ascent with the same Adam and cosine "
+              "schedule stalls in 1 of 32 (9 of 128), so most of the gap comes from the sampled estimator"),
         Claim(id="no-value-model", statement=f"ReMax keeps no value model: its state (policy and Adam moments) is "
               f"{ratio:.4f} of a value-baseline learner's (a value per prefix), exactly", metric="state_ratio",
               kind="value", expected=ratio, tolerance=1e-9, window=last, statistic="max", source=SOURCE,

@@ -20,8 +20,7 @@ from bilevel.hypercleaning import make_hypercleaning  # noqa: E402
 from bilevel.pbgd import linear_ramp, penalty_scaled, v_pbgd  # noqa: E402
 from riemannian.fed_problems import federated_pca  # noqa: E402
 from riemannian.federated import rfedavg, rfedsvrg  # noqa: E402
-from riemannian.manifolds import Stiefel  # noqa: E402
-from riemannian.sparse_problems import CompositeProblem  # noqa: E402
+from riemannian.sparse_problems import sparse_pca  # noqa: E402
 from rl_theory.tabular import expected_return, reset_cliff  # noqa: E402
 
 
@@ -51,8 +50,7 @@ def test_authors_radmm_loop_matches_ratelab_iterate_for_iterate():
     X0 = radmm_spca.orth(rng.standard_normal((n, p)))
     X_np, fvals = radmm_spca.authors_radmm(H, X0, 0.01, 40)
     with jax.enable_x64(True):
-        problem = CompositeProblem(C=jnp.asarray(H / 2), B=jnp.eye(n), mu=jnp.asarray(0.01), x0=jnp.asarray(X0),
-                                   manifold=Stiefel(n, p))
+        problem = sparse_pca(H, mu=0.01, p=p, x0=X0)
         trace = rl.run(radmm_spca.ratelab_solver(False), problem, 0, steps=len(fvals) - 1, seeds=1, x64=True)
     np.testing.assert_allclose(np.asarray(trace.final_state.x)[0], X_np, atol=1e-12)
     np.testing.assert_allclose(trace["objective"][0], fvals[1:], rtol=1e-12)

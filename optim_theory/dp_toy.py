@@ -1,6 +1,5 @@
-"""The diagonal-quadratic toy shared by ``disk-quadratic`` and ``doppler-quadratic`` (not a paper module: the catalog
-skips names starting with ``_``): its configuration, its checks and the reduction of per-coordinate statistics to
-per-curvature curves.
+"""The diagonal-quadratic toy shared by the ``disk-quadratic`` and ``doppler-quadratic`` experiments: its standard
+settings, their checks and the reduction of per-coordinate statistics to per-curvature curves.
 
 Every curvature eta h of a geometric grid gets ``replicates`` coordinates; per-sample gradients H (x - a_j) of B fresh
 samples a_j ~ N(0, tau^2 I), clip C = 1 and noise multiplier 0.2 with B = 4, so sigma C / B = 0.05 and |H x| stays
