@@ -148,8 +148,9 @@ def test_beta_defaults_to_the_problems_smoothness():
     a, b = zo_rasa(0.02), zo_rasa(0.02, beta=4.0)
     state = a.init(scaled, jax.random.key(0))
     xi = jax.tree_util.tree_map(lambda v: v[0], a.sample(scaled, jax.random.key(1), 1))
-    np.testing.assert_array_equal(np.asarray(jax.jit(a.step)(state, scaled, xi)[0].x),
-                                  np.asarray(jax.jit(b.step)(state, scaled, xi)[0].x))
+    # L comes from an eigenvalue computation, so the default beta is 4 to rounding, not bitwise
+    np.testing.assert_allclose(np.asarray(jax.jit(a.step)(state, scaled, xi)[0].x),
+                               np.asarray(jax.jit(b.step)(state, scaled, xi)[0].x), rtol=1e-12, atol=1e-15)
     moved = np.asarray(jax.jit(zo_rasa(0.02, beta=1.0).step)(state, scaled, xi)[0].x)
     assert np.abs(moved - np.asarray(jax.jit(a.step)(state, scaled, xi)[0].x)).max() > 1e-6
 
@@ -175,8 +176,8 @@ def test_the_samples_experiment_runs_without_library_warnings():
 
 def test_the_dimension_experiment_holds_samples_proportional_to_d():
     """zo-rasa-dimension's claim is the paper's N = O(d / eps^2) at N = kappa d (two-sided: exponent 0 +- 0.1,
-    registered before the data), with the fixed-N design (whose pre-asymptotic exponent was the old FAIL, 0.33 against 0.5) as its negative control in the same sweep:
-    the two designs coincide at the largest d, and the claim's average for d covers exactly its kappa d steps."""
+    registered before the data), with the fixed-N design (whose pre-asymptotic exponent was the old FAIL, 0.33
+    against 0.5) as its negative control in the same sweep: the two designs coincide at the largest d, and the claim's average for d covers exactly its kappa d steps."""
     from experiments.zo_rasa import ZO_RASA_DIMENSION
 
     cfg = ZO_RASA_DIMENSION.config("quick", {"dims": "2,4,8", "samples_per_dim": 50, "steps": 400, "log_every": 100,
