@@ -177,7 +177,8 @@ def test_the_samples_experiment_runs_without_library_warnings():
 def test_the_dimension_experiment_holds_samples_proportional_to_d():
     """zo-rasa-dimension's claim is the paper's N = O(d / eps^2) at N = kappa d (two-sided: exponent 0 +- 0.1,
     registered before the data), with the fixed-N design (whose pre-asymptotic exponent was the old FAIL, 0.33
-    against 0.5) as its negative control in the same sweep: the two designs coincide at the largest d, and the claim's average for d covers exactly its kappa d steps."""
+    against 0.5) as its negative control in the same sweep: the two designs coincide at the largest d, and the
+    claim's average for d covers exactly its kappa d steps."""
     from experiments.zo_rasa import ZO_RASA_DIMENSION
 
     cfg = ZO_RASA_DIMENSION.config("quick", {"dims": "2,4,8", "samples_per_dim": 50, "steps": 400, "log_every": 100,
