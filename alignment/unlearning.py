@@ -84,25 +84,38 @@ def front_point(q: Quadratics, t: jax.Array) -> jax.Array:
     return jnp.linalg.solve(q.h_r - t * q.h_f, q.c_r - t * q.c_f)
 
 
-def t_critical(q: Quadratics) -> jax.Array:
-    """t_crit = lambda_min(H_F^{-1} H_R): H_R - t H_F is positive definite exactly for t < t_crit."""
+def _pencil(q: Quadratics) -> tuple[jax.Array, jax.Array]:
+    """(lam, W) with H_R W = H_F W diag(lam), W^T H_F W = I: then (H_R - t H_F)^-1 = W diag(1 / (lam - t)) W^T."""
     l = jnp.linalg.cholesky(q.h_f)
     m = jax.scipy.linalg.solve_triangular(l, jax.scipy.linalg.solve_triangular(l, q.h_r, lower=True).T, lower=True)
-    return jnp.linalg.eigvalsh((m + m.T) / 2)[0]
+    lam, v = jnp.linalg.eigh((m + m.T) / 2)
+    return lam, jax.scipy.linalg.solve_triangular(l.T, v, lower=False)
+
+
+def t_critical(q: Quadratics) -> jax.Array:
+    """t_crit = lambda_min(H_F^{-1} H_R): H_R - t H_F is positive definite exactly for t < t_crit."""
+    return _pencil(q)[0][0]
 
 
 def front_retain(q: Quadratics, forget_level: jax.Array, bisections: int = 60) -> jax.Array:
-    """min {L_R(theta) : L_F(theta) >= c} (exact: bisection on t in [0, t_crit), where L_F(theta(t)) increases)."""
-    tc = t_critical(q)
-    lf = lambda t: loss(front_point(q, t), q.h_f, q.c_f, q.k_f)  # noqa: E731
+    """min {L_R(theta) : L_F(theta) >= c} (exact: bisection on t in [0, t_crit), where L_F(theta(t)) increases).
 
-    def step(b, _):
-        lo, hi = b
+    theta(t) comes from one generalised eigendecomposition of (H_R, H_F) per instance, W ((a - t b) / (lam - t))
+    with a = W^T c_R, b = W^T c_F, equal to :func:`front_point` (a linear solve per t) to rounding; batched LU
+    solves inside the bisection scan deadlocked XLA's CPU runtime at the quick size (32 seeds x 300 levels)."""
+    lam, w = _pencil(q)
+    a, b = w.T @ q.c_r, w.T @ q.c_f
+    point = lambda t: w @ ((a - t * b) / (lam - t))  # noqa: E731
+    lf = lambda t: loss(point(t), q.h_f, q.c_f, q.k_f)  # noqa: E731
+
+    def step(bounds, _):
+        lo, hi = bounds
         mid = (lo + hi) / 2
         return jnp.where(lf(mid) < forget_level, jnp.stack([mid, hi]), jnp.stack([lo, mid])), None
 
+    tc = lam[0]
     (lo, hi), _ = jax.lax.scan(step, jnp.stack([jnp.zeros_like(tc), tc * (1 - 1e-12)]), None, length=bisections)
-    return loss(front_point(q, (lo + hi) / 2), q.h_r, q.c_r, q.k_r)
+    return loss(point((lo + hi) / 2), q.h_r, q.c_r, q.k_r)
 
 
 def direction(theta: jax.Array, q: Quadratics, normalized: Any) -> jax.Array:

@@ -41,6 +41,13 @@ def test_front_points_are_pareto_stationary_and_t_crit_is_the_definiteness_bound
     th = front_point(q, 0.5 * tc)
     g_r, g_f = q.h_r @ th - q.c_r, q.h_f @ th - q.c_f
     assert np.allclose(g_r, 0.5 * tc * g_f, atol=1e-10)
+    # front_retain's theta(t) from the generalised eigendecomposition is the linear solve's, at every t < t_crit
+    from alignment.unlearning import _pencil
+
+    lam, w = _pencil(q)
+    for t in (0.0, 0.3 * tc, 0.9 * tc):
+        spectral = w @ ((w.T @ q.c_r - t * (w.T @ q.c_f)) / (lam - t))
+        np.testing.assert_allclose(spectral, front_point(q, t), rtol=1e-9, atol=1e-12)
 
 
 def test_front_is_a_lower_bound_on_every_point_with_that_forget_loss():
