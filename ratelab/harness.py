@@ -204,18 +204,71 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
     return {**result, "reused": False}
 
 
+def _worker_init(cache_dir: str | None) -> None:
+    """A fresh worker process of ``verify(jobs=N)``: draw to files, share the parent's compilation cache."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ratelab import cache
+
+    cache.enable(cache_dir) if cache_dir else cache.disable()
+
+
+def _run_in_worker(exp_id: str, mode: str, out: str, overrides: dict[str, Any] | None, force: bool) -> dict:
+    from ratelab import catalog  # noqa: F401  (a fresh process: the registered experiments)
+
+    try:
+        exp = get(exp_id)
+    except RatelabError as err:
+        raise RatelabError(f"{err}; verify with jobs > 1 runs each experiment in a fresh process, so it must be "
+                           "registered by a module of experiments/ (experiments registered in this session only "
+                           "need jobs=1)") from None
+    return run_experiment(exp, mode, out=out, overrides=overrides, force=force, progress=False)
+
+
+def _run_parallel(exps: list[Experiment], mode: str, out: str | os.PathLike, overrides: dict[str, Any] | None,
+                  force: bool, jobs: int, progress: bool | None, log: Callable[[str], None]) -> list[dict]:
+    """Each experiment in one of ``jobs`` spawned worker processes (one folder each, so they never share a file);
+    the results come back in registration order, and one bar counts the finished experiments."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from ratelab import cache
+    from ratelab.progress import bar
+
+    active = cache.active_dir()
+    results: dict[str, dict] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                             initargs=(str(active) if active else None,)) as pool:
+        futures = {pool.submit(_run_in_worker, e.id, mode, str(out), overrides, force): e.id for e in exps}
+        with bar(len(exps), desc=f"verify ({jobs} jobs)", unit="exp", progress=progress) as b:
+            for fut in as_completed(futures):
+                result = fut.result()
+                results[futures[fut]] = result
+                how = "reused" if result.get("reused") else f"in {result['timings']['wall_s']:.1f}s"
+                log(f"{result['id']}: {result['status']} {how}")
+                b.update(1)
+    return [results[e.id] for e in exps]
+
+
 def verify(ids: list[str] | tuple[str, ...] | None = None, mode: str = "quick", *, out: str | os.PathLike = "results",
            overrides: dict[str, Any] | None = None, force: bool = False, progress: bool | None = None,
-           log: Callable[[str], None] = lambda msg: None) -> Report:
+           log: Callable[[str], None] = lambda msg: None, jobs: int = 1) -> Report:
     """Run experiments (every registered one by default), judge every claim and write ``REPORT.md`` and
     ``report.json`` under ``out``. Every config is checked before any compute; results whose config and code are
-    unchanged are reused (``force=True`` reruns them)."""
+    unchanged are reused (``force=True`` reruns them). ``jobs > 1`` runs the experiments in that many worker
+    processes (spawned: each compiles its own programs, sharing the persistent compilation cache); the report and
+    every trace equal a serial run's bit for bit."""
+    check_positive_int("jobs", jobs)
     exps = [get(i) for i in dict.fromkeys(ids)] if ids else experiments()
     for exp in exps:
         plan(exp, mode, overrides)
     prepare_out(out)
-    results = [run_experiment(e, mode, out=out, overrides=overrides, force=force, progress=progress, log=log)
-               for e in exps]
+    if jobs > 1 and len(exps) > 1:
+        results = _run_parallel(exps, mode, out, overrides, force, min(jobs, len(exps)), progress, log)
+    else:
+        results = [run_experiment(e, mode, out=out, overrides=overrides, force=force, progress=progress, log=log)
+                   for e in exps]
     md, js = write_report(out, results, mode)
     write_page(out)  # index.html, from the files just written
     return Report(mode, results, rows(results), md, js)
