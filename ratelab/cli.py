@@ -83,10 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = dict(args.settings)
-    if args.seeds is not None:
-        out["seeds"] = args.seeds
-    if args.steps is not None:
-        out["steps"] = args.steps
+    for name in ("seeds", "steps"):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name in out and str(out[name]) != str(value):
+            raise RatelabError(f"--set {name}={out[name]} and --{name} {value} disagree; give one of them")
+        out[name] = value
     return out
 
 
@@ -94,16 +97,38 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+_ROW_KEYS = ("experiment", "claim", "status", "measured", "ci")
+
+
+def _current_verdicts(report: Path) -> dict[tuple[str, str], dict]:
+    """(experiment, claim) -> row of ``report.json``; an unreadable or foreign file counts as absent (one warning)."""
+    if not report.exists():
+        return {}
+    try:
+        data = json.loads(report.read_text())
+        claims = data.get("claims", []) if isinstance(data, dict) else None
+        if not isinstance(claims, list):
+            raise ValueError("no list of claims")
+        out = {}
+        for row in claims:
+            if not isinstance(row, dict) or not all(k in row for k in _ROW_KEYS):
+                raise ValueError(f"a claim row lacks one of {', '.join(_ROW_KEYS)}")
+            lo_hi = row["ci"]
+            if not (isinstance(lo_hi, list) and len(lo_hi) == 2):
+                raise ValueError("a claim row's ci is not [lo, hi]")
+            out[(str(row["experiment"]), str(row["claim"]))] = row
+        return out
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        _log(f"ratelab: warning: ignoring {report} (not a ratelab report: {err}); verdicts shown as not run")
+        return {}
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from ratelab.claims import Claim
     from ratelab.registry import experiments
     from ratelab.report import claimed_text, md_cell, measured_text
 
-    current: dict[tuple[str, str], dict] = {}
-    report = Path(args.results) / "report.json"
-    if report.exists():
-        for row in json.loads(report.read_text()).get("claims", []):
-            current[(row["experiment"], row["claim"])] = row
+    current = _current_verdicts(Path(args.results) / "report.json")
     lines = []
     if args.markdown:
         lines += ["| experiment | paper | regenerates | claim | claimed | verdict (quick) | negative control (quick) |",

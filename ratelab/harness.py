@@ -145,6 +145,8 @@ def _cached(folder: Path, chash: str) -> dict | None:
         result = json.loads((folder / "result.json").read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(result, dict) or not isinstance(result.get("files", {}), dict):
+        return None  # a foreign file: treated as absent, the run recomputes and replaces it
     fresh = result.get("config_hash") == chash and result.get("code_version") == code_version()
     files = all((folder / name).exists() for name in result.get("files", {"trace": "trace.npz"}).values())
     return result if fresh and files else None

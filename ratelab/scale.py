@@ -127,8 +127,10 @@ def scale_config(model: str = "tiny", mesh: str | dict[str, int] = "data=1", **k
     check_positive_int("inner_steps", sc.inner_steps)
     check_positive_int("batch", sc.global_batch)
     if sc.global_batch % sc.batch_shards:
-        raise RatelabError(f"batch must be a multiple of the batch shards data x fsdp = {sc.batch_shards}, "
-                           f"got {sc.global_batch}")
+        given = "" if sc.batch is not None else ", the default for this model"
+        fit = sc.batch_shards * max(1, sc.global_batch // sc.batch_shards)
+        raise RatelabError(f"batch (--batch) must be a multiple of the batch shards data x fsdp = {sc.batch_shards}, "
+                           f"got {sc.global_batch}{given}; e.g. --batch {fit}")
     sc.cfg  # noqa: B018  (validates the model overrides)
     return sc
 

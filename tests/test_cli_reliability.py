@@ -1,0 +1,67 @@
+"""Reliability of the command line (issue 20): contradictory or absurd input, corrupt or foreign files."""
+
+import json
+
+import pytest
+
+from ratelab.cli import main
+
+
+def _exit_code(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["run", "rm-fast", "--set", "seeds=5", "--seeds", "10"], "--set seeds=5 and --seeds 10 disagree"),
+        (["run", "rm-fast", "--set", "steps=100", "--steps", "200"], "--set steps=100 and --steps 200 disagree"),
+        (["run", "rm-fast", "--set", "seeds=abc"], "seeds must be an integer, got 'abc'"),
+        (["run", "rm-fast", "--set", "steps=1e400"], "steps must be a finite integer, got '1e400'"),
+    ],
+)
+def test_contradictory_or_absurd_settings_are_one_line_exit_2(argv, fragment, capsys, tmp_path):
+    out = tmp_path / "out"
+    assert _exit_code([*argv, "--out", str(out)]) == 2
+    err = _one_line(capsys)
+    assert err.startswith("ratelab: error:") and fragment in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "{not json", '{"claims": [{"experiment": "rm-fast"}]}',
+                                     '{"claims": 3}', "\x00\xff garbage"])
+def test_list_treats_a_foreign_report_as_absent(content, capsys, tmp_path):
+    (tmp_path / "report.json").write_text(content, errors="surrogateescape")
+    assert main(["list", "--results", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    warning = captured.err.strip()
+    assert warning.count("\n") == 0 and "warning: ignoring" in warning and "Traceback" not in warning, warning
+    assert "rm-fast" in captured.out and "not run" in captured.out
+
+
+def test_a_foreign_result_json_is_recomputed(capsys, tmp_path):
+    folder = tmp_path / "rm-fast"
+    folder.mkdir()
+    (folder / "result.json").write_text("[1, 2]")
+    code = main(["run", "rm-fast", "--out", str(tmp_path), "--seeds", "8", "--steps", "200", "--no-progress"])
+    assert code in (0, 1)
+    result = json.loads((folder / "result.json").read_text())
+    assert result["id"] == "rm-fast" and result["config"]["seeds"] == 8
+
+
+def test_scale_batch_error_names_the_option():
+    from ratelab.errors import RatelabError
+    from ratelab.scale import scale_config
+
+    with pytest.raises(RatelabError, match=r"batch \(--batch\) must be a multiple of .* = 3, got 32, the default.*"
+                                           r"--batch 30"):
+        scale_config("tiny", "fsdp=3")
