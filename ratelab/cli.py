@@ -206,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     except RatelabError as err:
         print(f"ratelab: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:  # a full disk, a folder removed under the run: one line, nothing half-written (atomic)
+        where = err.filename or getattr(args, "out", None) or getattr(args, "json_path", None) or "."
+        print(f"ratelab: error: could not write {where} ({err.strerror or err}); finished files are whole, "
+              "a rerun resumes", file=sys.stderr)
+        return EXIT_FAIL
     except KeyboardInterrupt:
         print("ratelab: interrupted; finished experiments are saved, a rerun resumes the rest", file=sys.stderr)
         return 130

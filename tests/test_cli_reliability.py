@@ -65,3 +65,42 @@ def test_scale_batch_error_names_the_option():
     with pytest.raises(RatelabError, match=r"batch \(--batch\) must be a multiple of .* = 3, got 32, the default.*"
                                            r"--batch 30"):
         scale_config("tiny", "fsdp=3")
+
+
+def test_scale_json_into_an_unwritable_place_fails_before_compute(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["scale", "--plan", "--json", str(blocker / "sub" / "plan.json")]) == 2
+    err = _one_line(capsys)
+    assert "--json must name a file in a writable folder" in err, err
+
+
+def test_scale_json_into_a_missing_folder_is_created_and_written_whole(capsys, tmp_path):
+    target = tmp_path / "new" / "plan.json"
+    assert main(["scale", "--plan", "--json", str(target)]) == 0
+    plan = json.loads(target.read_text())
+    assert plan["peak_bytes_per_device"] > 0
+    assert [p.name for p in target.parent.iterdir()] == ["plan.json"]
+
+
+def test_a_full_disk_is_one_line_exit_1_and_leaves_nothing_half_written(capsys, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    real_fsync = os.fsync
+
+    def full(fd):  # the disk fills when the results are written (after the compute)
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    code = main(["run", "rm-fast", "--out", str(tmp_path), "--seeds", "8", "--steps", "200", "--no-progress",
+                 "--no-cache"])
+    assert code == 1
+    full_err = capsys.readouterr().err.strip()
+    assert "Traceback" not in full_err, full_err
+    err = full_err.splitlines()[-1]
+    assert err.startswith("ratelab: error: could not write") and str(tmp_path) in err and "No space left" in err
+    left = sorted(p.name for p in (tmp_path / "rm-fast").iterdir())
+    assert "result.json" not in left and not [n for n in left if n.endswith(".tmp")], left
