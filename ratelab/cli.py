@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -185,7 +188,59 @@ def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
     return EXIT_OK if all_passed(table) else EXIT_FAIL
 
 
+_SIGNALS: list[int] = []  # the interrupting signals received, first first
+GRACE_S = 10.0  # after an interrupt, the seconds allowed for a clean unwind before the process leaves anyway
+
+
+def _signal_exit_code(signum: int) -> int:
+    return 128 + signum  # 130 for SIGINT, 143 for SIGTERM
+
+
+def _leave(code: int) -> None:
+    """Exit now with ``code``: no interpreter teardown racing XLA's threads (which segfaulted), no handler left
+    that could swallow the exit. Files are written atomically, so nothing half-written is left in place."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    first = not _SIGNALS
+    _SIGNALS.append(signum)
+    if not first:  # a second Ctrl-C: leave at once
+        _leave(_signal_exit_code(_SIGNALS[0]))
+    # an exception raised here can land in a callback that swallows it (jax's GC hook): the watchdog then ends the
+    # process after GRACE_S, so an interrupt never turns into a normal exit
+    timer = threading.Timer(GRACE_S, _leave, args=(_signal_exit_code(signum),))
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+
+def _install_signal_handlers() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)  # also where the shell started us with SIGINT ignored (a background job)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``ratelab`` script. Run as the script (``argv`` None) it handles SIGINT and SIGTERM: exit 130 or 143,
+    every time; called with ``argv`` (tests, notebooks), Python's own handling is left as it is."""
+    if argv is not None:
+        return _main(argv)
+    _install_signal_handlers()
+    try:
+        code = _main(None)
+    except KeyboardInterrupt:
+        code = EXIT_FAIL
+    if _SIGNALS:
+        _leave(_signal_exit_code(_SIGNALS[0]))
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":
@@ -213,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         print("ratelab: interrupted; finished experiments are saved, a rerun resumes the rest", file=sys.stderr)
-        return 130
+        return _signal_exit_code(_SIGNALS[0] if _SIGNALS else signal.SIGINT)
 
 
 if __name__ == "__main__":
