@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -127,39 +126,42 @@ def _current_verdicts(report: Path) -> dict[tuple[str, str], dict]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from ratelab.claims import Claim
-    from ratelab.registry import experiments
-    from ratelab.report import claimed_text, md_cell, measured_text
+    from ratelab.index import load as load_index
+    from ratelab.report import md_cell, measured_text
 
     current = _current_verdicts(Path(args.results) / "report.json")
     lines = []
     if args.markdown:
         lines += ["| experiment | paper | regenerates | claim | claimed | verdict (quick) | negative control (quick) |",
                   "|---|---|---|---|---|---|---|"]
-    for exp in experiments():
-        cfg = exp.config("quick")
-        claims: list[Claim] = exp.claims(cfg)
+    for exp in load_index():
         if not args.markdown:
-            lines.append(f"{exp.id:<12} {exp.paper.short}, {exp.figure}")
-            lines.append(f"{'':<12} {exp.title}")
-        for c in claims:
-            row = current.get((exp.id, c.id))
+            lines.append(f"{exp['id']:<12} {exp['paper_short']}, {exp['figure']}")
+            lines.append(f"{'':<12} {exp['title']}")
+        for c in exp["claims"]:
+            row = current.get((exp["id"], c["id"]))
             verdict = "not run" if row is None else (
                 f"{row['status']}: {measured_text(row)}")
-            claimed = claimed_text(asdict(c))
-            declared = "; ".join(f"{k.id}: {k.change}" for k in c.controls) or f"none: {c.no_control or '(not given)'}"
-            control = declared if row is None else row.get("control", "not run")
+            control = c["declared_control"] if row is None else row.get("control", "not run")
             if args.markdown:
-                paper = f"[{exp.paper.short}]({exp.paper.url})" if exp.paper.url else exp.paper.short
-                lines.append(f"| `{exp.id}` | {paper} | {md_cell(exp.figure)} | {md_cell(c.statement)} | {claimed} | "
-                             f"{verdict} | {md_cell(control)} |")
+                paper = f"[{exp['paper_short']}]({exp['paper_url']})" if exp["paper_url"] else exp["paper_short"]
+                lines.append(f"| `{exp['id']}` | {paper} | {md_cell(exp['figure'])} | {md_cell(c['statement'])} | "
+                             f"{c['claimed']} | {verdict} | {md_cell(control)} |")
             else:
-                lines.append(f"{'':<12}   - {c.id}: {c.statement}; {claimed} ({verdict}); control: {control}")
+                lines.append(f"{'':<12}   - {c['id']}: {c['statement']}; {c['claimed']} ({verdict}); "
+                             f"control: {control}")
     print("\n".join(lines))
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
+    if ids and not getattr(args, "module", None):  # an unknown id answered from the index, before importing JAX
+        from ratelab.index import known_ids
+
+        known = known_ids()
+        for i in ids:
+            if i not in known:
+                raise RatelabError(f"unknown experiment {i!r}; known: {', '.join(sorted(known)) or '(none)'}")
     import matplotlib
 
     matplotlib.use("Agg")  # the command line draws to files only
