@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ratelab.budget import check_memory
 from ratelab.claims import Claim, Control, Verdict, check, overall_status
 from ratelab.errors import RatelabError
 from ratelab.figures import plot_experiment, save_figure
@@ -61,9 +62,11 @@ def plan(exp: Experiment, mode: str, overrides: dict[str, Any] | None = None) ->
     if exp.validate is not None:
         exp.validate(cfg)
     claims = exp.claims(cfg)
+    n_metrics = len({p.metric for p in exp.panels} | {c.metric for c in claims})
+    check_memory(exp.id, cfg, n_metrics)
     for claim in claims:
         for control in claim.controls:
-            control_config(exp, mode, overrides, control)
+            check_memory(exp.id, control_config(exp, mode, overrides, control), n_metrics)
     return cfg, claims
 
 

@@ -104,3 +104,25 @@ def test_a_full_disk_is_one_line_exit_1_and_leaves_nothing_half_written(capsys, 
     assert err.startswith("ratelab: error: could not write") and str(tmp_path) in err and "No space left" in err
     left = sorted(p.name for p in (tmp_path / "rm-fast").iterdir())
     assert "result.json" not in left and not [n for n in left if n.endswith(".tmp")], left
+
+
+def test_an_absurd_seed_count_is_refused_before_compute_with_the_estimate(capsys, tmp_path):
+    from ratelab.budget import physical_memory
+
+    out = tmp_path / "out"
+    assert _exit_code(["run", "rm-fast", "--seeds", "20000000", "--out", str(out), "--no-progress"]) == 2
+    err = _one_line(capsys)
+    assert "seeds=20000000 x 1000 logged steps" in err and "for the trace alone" in err, err
+    assert f"{physical_memory() / 2**30:.3g} GiB" in err, err
+    assert not out.exists()
+
+
+def test_the_memory_estimate_is_seeds_times_logged_points_times_metrics():
+    from ratelab.budget import check_memory, metrics_bytes
+    from ratelab.errors import RatelabError
+
+    cfg = {"seeds": 1000, "steps": 5000, "log_every": 50}
+    assert metrics_bytes(cfg, 3) == 1000 * 100 * 3 * 4
+    check_memory("x", cfg, 3, limit=int(1.25 * 1.2e6) + 1)  # exactly 80 % fits
+    with pytest.raises(RatelabError, match="need at least"):
+        check_memory("x", cfg, 3, limit=1_000_000)
