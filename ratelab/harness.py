@@ -179,7 +179,7 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
     verdicts: list[Verdict] = [check(c, trace, controls=control_traces[c.id]) for c in claims]
 
     save_trace(folder / "trace.npz", trace)
-    plot_experiment(exp, cfg, trace, verdicts, folder / "figure.png")
+    plot_experiment(exp, cfg, trace, verdicts, folder / "figure.png", overrides=overrides)
     extra = {}
     for name, draw in exp.extra_figures.items():
         save_figure(draw(cfg, trace, verdicts), folder / f"{name}.png")

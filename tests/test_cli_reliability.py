@@ -126,3 +126,19 @@ def test_the_memory_estimate_is_seeds_times_logged_points_times_metrics():
     check_memory("x", cfg, 3, limit=int(1.25 * 1.2e6) + 1)  # exactly 80 % fits
     with pytest.raises(RatelabError, match="need at least"):
         check_memory("x", cfg, 3, limit=1_000_000)
+
+
+def test_the_figure_title_shows_the_overrides(tmp_path, monkeypatch, capsys):
+    import ratelab.figures as figures
+
+    titles = []
+    real = figures.save_figure
+
+    def keep_title(fig, path):
+        titles.append(fig._suptitle.get_text() if fig._suptitle is not None else "")
+        real(fig, path)
+
+    monkeypatch.setattr(figures, "save_figure", keep_title)
+    main(["run", "rm-fast", "--out", str(tmp_path), "--set", "a=1e4", "--set", "k0=1", "--seeds", "4",
+          "--steps", "200", "--no-progress"])
+    assert titles and "overrides: a=1e4, k0=1, seeds=4, steps=200" in titles[0], titles
