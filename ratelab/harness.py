@@ -176,6 +176,7 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
     control_traces, control_files = run_controls(exp, mode, overrides, claims, trace, folder, progress=progress,
                                                  log=log)
     controls_s = time.perf_counter() - t0 - wall
+    log(f"{exp.id}: judging {len(claims)} claim(s) and drawing the figure")
     verdicts: list[Verdict] = [check(c, trace, controls=control_traces[c.id]) for c in claims]
 
     save_trace(folder / "trace.npz", trace)

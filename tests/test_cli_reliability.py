@@ -142,3 +142,8 @@ def test_the_figure_title_shows_the_overrides(tmp_path, monkeypatch, capsys):
     main(["run", "rm-fast", "--out", str(tmp_path), "--set", "a=1e4", "--set", "k0=1", "--seeds", "4",
           "--steps", "200", "--no-progress"])
     assert titles and "overrides: a=1e4, k0=1, seeds=4, steps=200" in titles[0], titles
+
+
+def test_the_fit_and_figure_phase_is_announced(tmp_path, capsys):
+    main(["run", "rm-fast", "--out", str(tmp_path), "--seeds", "8", "--steps", "200", "--no-progress"])
+    assert "rm-fast: judging 2 claim(s) and drawing the figure" in capsys.readouterr().err
