@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
-from dataclasses import asdict
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = dict(args.settings)
-    if args.seeds is not None:
-        out["seeds"] = args.seeds
-    if args.steps is not None:
-        out["steps"] = args.steps
+    for name in ("seeds", "steps"):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name in out and str(out[name]) != str(value):
+            raise RatelabError(f"--set {name}={out[name]} and --{name} {value} disagree; give one of them")
+        out[name] = value
     return out
 
 
@@ -96,44 +101,69 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    from ratelab.claims import Claim
-    from ratelab.registry import experiments
-    from ratelab.report import claimed_text, md_cell, measured_text
+_ROW_KEYS = ("experiment", "claim", "status", "measured", "ci")
 
-    current: dict[tuple[str, str], dict] = {}
-    report = Path(args.results) / "report.json"
-    if report.exists():
-        for row in json.loads(report.read_text()).get("claims", []):
-            current[(row["experiment"], row["claim"])] = row
+
+def _current_verdicts(report: Path) -> dict[tuple[str, str], dict]:
+    """(experiment, claim) -> row of ``report.json``; an unreadable or foreign file counts as absent (one warning)."""
+    if not report.exists():
+        return {}
+    try:
+        data = json.loads(report.read_text())
+        claims = data.get("claims", []) if isinstance(data, dict) else None
+        if not isinstance(claims, list):
+            raise ValueError("no list of claims")
+        out = {}
+        for row in claims:
+            if not isinstance(row, dict) or not all(k in row for k in _ROW_KEYS):
+                raise ValueError(f"a claim row lacks one of {', '.join(_ROW_KEYS)}")
+            lo_hi = row["ci"]
+            if not (isinstance(lo_hi, list) and len(lo_hi) == 2):
+                raise ValueError("a claim row's ci is not [lo, hi]")
+            out[(str(row["experiment"]), str(row["claim"]))] = row
+        return out
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        _log(f"ratelab: warning: ignoring {report} (not a ratelab report: {err}); verdicts shown as not run")
+        return {}
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from ratelab.index import load as load_index
+    from ratelab.report import md_cell, measured_text
+
+    current = _current_verdicts(Path(args.results) / "report.json")
     lines = []
     if args.markdown:
         lines += ["| experiment | paper | regenerates | claim | claimed | verdict (quick) | negative control (quick) |",
                   "|---|---|---|---|---|---|---|"]
-    for exp in experiments():
-        cfg = exp.config("quick")
-        claims: list[Claim] = exp.claims(cfg)
+    for exp in load_index():
         if not args.markdown:
-            lines.append(f"{exp.id:<12} {exp.paper.short}, {exp.figure}")
-            lines.append(f"{'':<12} {exp.title}")
-        for c in claims:
-            row = current.get((exp.id, c.id))
+            lines.append(f"{exp['id']:<12} {exp['paper_short']}, {exp['figure']}")
+            lines.append(f"{'':<12} {exp['title']}")
+        for c in exp["claims"]:
+            row = current.get((exp["id"], c["id"]))
             verdict = "not run" if row is None else (
                 f"{row['status']}: {measured_text(row)}")
-            claimed = claimed_text(asdict(c))
-            declared = "; ".join(f"{k.id}: {k.change}" for k in c.controls) or f"none: {c.no_control or '(not given)'}"
-            control = declared if row is None else row.get("control", "not run")
+            control = c["declared_control"] if row is None else row.get("control", "not run")
             if args.markdown:
-                paper = f"[{exp.paper.short}]({exp.paper.url})" if exp.paper.url else exp.paper.short
-                lines.append(f"| `{exp.id}` | {paper} | {md_cell(exp.figure)} | {md_cell(c.statement)} | {claimed} | "
-                             f"{verdict} | {md_cell(control)} |")
+                paper = f"[{exp['paper_short']}]({exp['paper_url']})" if exp["paper_url"] else exp["paper_short"]
+                lines.append(f"| `{exp['id']}` | {paper} | {md_cell(exp['figure'])} | {md_cell(c['statement'])} | "
+                             f"{c['claimed']} | {verdict} | {md_cell(control)} |")
             else:
-                lines.append(f"{'':<12}   - {c.id}: {c.statement}; {claimed} ({verdict}); control: {control}")
+                lines.append(f"{'':<12}   - {c['id']}: {c['statement']}; {c['claimed']} ({verdict}); "
+                             f"control: {control}")
     print("\n".join(lines))
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
+    if ids and not getattr(args, "module", None):  # an unknown id answered from the index, before importing JAX
+        from ratelab.index import known_ids
+
+        known = known_ids()
+        for i in ids:
+            if i not in known:
+                raise RatelabError(f"unknown experiment {i!r}; known: {', '.join(sorted(known)) or '(none)'}")
     import matplotlib
 
     matplotlib.use("Agg")  # the command line draws to files only
@@ -162,7 +192,59 @@ def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
     return EXIT_OK if all_passed(table) else EXIT_FAIL
 
 
+_SIGNALS: list[int] = []  # the interrupting signals received, first first
+GRACE_S = 10.0  # after an interrupt, the seconds allowed for a clean unwind before the process leaves anyway
+
+
+def _signal_exit_code(signum: int) -> int:
+    return 128 + signum  # 130 for SIGINT, 143 for SIGTERM
+
+
+def _leave(code: int) -> None:
+    """Exit now with ``code``: no interpreter teardown racing XLA's threads (which segfaulted), no handler left
+    that could swallow the exit. Files are written atomically, so nothing half-written is left in place."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    first = not _SIGNALS
+    _SIGNALS.append(signum)
+    if not first:  # a second Ctrl-C: leave at once
+        _leave(_signal_exit_code(_SIGNALS[0]))
+    # an exception raised here can land in a callback that swallows it (jax's GC hook): the watchdog then ends the
+    # process after GRACE_S, so an interrupt never turns into a normal exit
+    timer = threading.Timer(GRACE_S, _leave, args=(_signal_exit_code(signum),))
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+
+def _install_signal_handlers() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)  # also where the shell started us with SIGINT ignored (a background job)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``ratelab`` script. Run as the script (``argv`` None) it handles SIGINT and SIGTERM: exit 130 or 143,
+    every time; called with ``argv`` (tests, notebooks), Python's own handling is left as it is."""
+    if argv is not None:
+        return _main(argv)
+    _install_signal_handlers()
+    try:
+        code = _main(None)
+    except KeyboardInterrupt:
+        code = EXIT_FAIL
+    if _SIGNALS:
+        _leave(_signal_exit_code(_SIGNALS[0]))
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":
@@ -183,9 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     except RatelabError as err:
         print(f"ratelab: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:  # a full disk, a folder removed under the run: one line, nothing half-written (atomic)
+        where = err.filename or getattr(args, "out", None) or getattr(args, "json_path", None) or "."
+        print(f"ratelab: error: could not write {where} ({err.strerror or err}); finished files are whole, "
+              "a rerun resumes", file=sys.stderr)
+        return EXIT_FAIL
     except KeyboardInterrupt:
         print("ratelab: interrupted; finished experiments are saved, a rerun resumes the rest", file=sys.stderr)
-        return 130
+        return _signal_exit_code(_SIGNALS[0] if _SIGNALS else signal.SIGINT)
 
 
 if __name__ == "__main__":

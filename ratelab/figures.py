@@ -246,12 +246,20 @@ def _fixed_margins(fig, n_axes: int, title_lines: int) -> None:
                         wspace=gap / ((width - left - right - gap * (n_axes - 1)) / n_axes))
 
 
+def title_text(exp: Experiment, status: str, overrides: dict[str, Any] | None = None) -> str:
+    """The figure's title: paper, figure and status, the experiment's title, and the ``--set`` overrides if any."""
+    width = int(80 * (len(exp.panels) + 1))
+    text = f"{exp.paper.short}, {exp.figure}: {status}\n{textwrap.fill(exp.title, width=width)}"
+    if overrides:
+        text += "\n" + textwrap.fill("overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items()), width=width)
+    return text
+
+
 def plot_experiment(exp: Experiment, cfg: dict, trace: Trace, verdicts: list[Verdict],
-                    path: str | os.PathLike) -> None:
-    """Draw the experiment's figure and write it atomically to ``path`` (PNG)."""
+                    path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> None:
+    """Draw the experiment's figure and write it atomically to ``path`` (PNG); the title shows ``overrides``."""
     status = overall_status(v.status for v in verdicts)
-    wrapped = textwrap.fill(exp.title, width=int(80 * (len(exp.panels) + 1)))
-    save_figure(draw(exp.panels, cfg, trace, verdicts, f"{exp.paper.short}, {exp.figure}: {status}\n{wrapped}"), path)
+    save_figure(draw(exp.panels, cfg, trace, verdicts, title_text(exp, status, overrides)), path)
 
 
 def plot_trace(trace: Trace, metrics: str | list[str] | None = None, verdicts: Any = (), *, xlabel: str = "k",

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ratelab.budget import check_memory
 from ratelab.claims import Claim, Control, Verdict, check, overall_status
 from ratelab.errors import RatelabError
 from ratelab.figures import plot_experiment, save_figure
@@ -61,9 +62,11 @@ def plan(exp: Experiment, mode: str, overrides: dict[str, Any] | None = None) ->
     if exp.validate is not None:
         exp.validate(cfg)
     claims = exp.claims(cfg)
+    n_metrics = len({p.metric for p in exp.panels} | {c.metric for c in claims})
+    check_memory(exp.id, cfg, n_metrics)
     for claim in claims:
         for control in claim.controls:
-            control_config(exp, mode, overrides, control)
+            check_memory(exp.id, control_config(exp, mode, overrides, control), n_metrics)
     return cfg, claims
 
 
@@ -145,6 +148,8 @@ def _cached(folder: Path, chash: str) -> dict | None:
         result = json.loads((folder / "result.json").read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(result, dict) or not isinstance(result.get("files", {}), dict):
+        return None  # a foreign file: treated as absent, the run recomputes and replaces it
     fresh = result.get("config_hash") == chash and result.get("code_version") == code_version()
     files = all((folder / name).exists() for name in result.get("files", {"trace": "trace.npz"}).values())
     return result if fresh and files else None
@@ -171,10 +176,11 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
     control_traces, control_files = run_controls(exp, mode, overrides, claims, trace, folder, progress=progress,
                                                  log=log)
     controls_s = time.perf_counter() - t0 - wall
+    log(f"{exp.id}: judging {len(claims)} claim(s) and drawing the figure")
     verdicts: list[Verdict] = [check(c, trace, controls=control_traces[c.id]) for c in claims]
 
     save_trace(folder / "trace.npz", trace)
-    plot_experiment(exp, cfg, trace, verdicts, folder / "figure.png")
+    plot_experiment(exp, cfg, trace, verdicts, folder / "figure.png", overrides=overrides)
     extra = {}
     for name, draw in exp.extra_figures.items():
         save_figure(draw(cfg, trace, verdicts), folder / f"{name}.png")

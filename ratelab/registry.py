@@ -146,7 +146,11 @@ def coerce(key: str, value: Any, like: Any) -> Any:
         if isinstance(like, float):
             return float(value)
     except (TypeError, ValueError):
-        raise RatelabError(f"{key} must be a {type(like).__name__}, got {value!r}") from None
+        kind = {"int": "an integer", "bool": "a boolean (true/false)"}.get(
+            type(like).__name__, f"a {type(like).__name__}")
+        raise RatelabError(f"{key} must be {kind}, got {value!r}") from None
+    except OverflowError:
+        raise RatelabError(f"{key} must be a finite integer, got {value!r}") from None
     return value
 
 

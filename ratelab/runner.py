@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -412,6 +413,8 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
             resumed = _load_checkpoint(ckpt, fingerprint, state)
             if resumed is not None:
                 start_block, state, logged = resumed
+                print(f"resuming from {ckpt}: {start_block * log_every} of {steps} steps done", file=sys.stderr,
+                      flush=True)
 
         block = _block_fn(make, log_every, aggregate, metric_spec)
         per_chunk = _chunk_length(n_blocks, chunks)

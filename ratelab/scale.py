@@ -20,6 +20,7 @@ import functools
 import json
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -127,8 +128,10 @@ def scale_config(model: str = "tiny", mesh: str | dict[str, int] = "data=1", **k
     check_positive_int("inner_steps", sc.inner_steps)
     check_positive_int("batch", sc.global_batch)
     if sc.global_batch % sc.batch_shards:
-        raise RatelabError(f"batch must be a multiple of the batch shards data x fsdp = {sc.batch_shards}, "
-                           f"got {sc.global_batch}")
+        given = "" if sc.batch is not None else ", the default for this model"
+        fit = sc.batch_shards * max(1, sc.global_batch // sc.batch_shards)
+        raise RatelabError(f"batch (--batch) must be a multiple of the batch shards data x fsdp = {sc.batch_shards}, "
+                           f"got {sc.global_batch}{given}; e.g. --batch {fit}")
     sc.cfg  # noqa: B018  (validates the model overrides)
     return sc
 
@@ -480,6 +483,16 @@ def run_command(model: str, mesh: str, *, plan_only: bool, steps: int, batch: in
     """``ratelab scale``: the plan (``plan_only``) or a measured run of ``steps`` steps; prints a table."""
     axes = parse_mesh(mesh)
     sc = scale_config(model, axes, batch=batch)
+    if json_path:  # the output is checked before the compile, not after it
+        folder = os.path.dirname(os.path.abspath(json_path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise RatelabError(f"--json must name a file in a writable folder, got {json_path!r} "
+                               f"({err.strerror or err})") from None
     ensure_cpu_devices(sc.n_devices)
     if plan_only:
         out = plan(sc)
@@ -497,8 +510,10 @@ def run_command(model: str, mesh: str, *, plan_only: bool, steps: int, batch: in
                                          "peak_bytes_per_device", "flops_per_step_per_device")}
         print(format_measure(out))
     if json_path:
-        with open(json_path, "w") as fh:
-            json.dump({k: v for k, v in out.items() if k != "metrics"}, fh, indent=1, default=str)
+        from ratelab.io import atomic_write_text
+
+        atomic_write_text(json_path, json.dumps({k: v for k, v in out.items() if k != "metrics"}, indent=1,
+                                                default=str))
     return 0
 
 
