@@ -11,6 +11,13 @@ eigenvalue), Adam-mini on the Hessian blocks, and Adam-mini on a wrong partition
 n_blocks: every block cuts across all Hessian blocks). Each method's step is tuned by the same grid (the best
 iterations over ``lr_grid``, per instance; the chosen steps are in the trace as ``lr_*``).
 
+Measured (quick, 6 seeds; claims and bands registered before running): tuned Adam needs about 52 iterations at
+every level and in every arm (Adam-mini on right or wrong blocks, the dense-rotation control), tuned GD 9 -> 60 as
+the condition number grows 5 -> 158, blockwise GD 9 throughout. So on this toy GD never falls behind Adam (ratio
+1.1x at h = 1.5): homogeneous-comparable FAILs (GD 5.8x faster, a known failure), and ratio-grows,
+mini-matches-adam and blockwise-closes-gap PASS but are WEAK (their controls pass too): the growth is GD's
+slowdown, not an advantage of Adam from the block structure; Adam's count is its own constant-step transient.
+
 Claims are registered before running. Settings from the papers: Adam's betas (0.9, 0.999), eps 1e-8, Adam-mini's
 update rule. Reconstructed (toy choices): the spectra, cond, sizes, eps, the grid, the per-block step rule.
 """
@@ -186,11 +193,12 @@ register(Experiment(
     execute=_execute,
     claims=_claims,
     panels=(
-        Panel(metric="iters_gd", ylabel="iterations to eps (GD)", xlabel="heterogeneity h"),
-        Panel(metric="iters_adam", ylabel="iterations to eps (Adam)", xlabel="heterogeneity h"),
-        Panel(metric="log2_gd_over_adam", ylabel="log2 iters GD / Adam", xlabel="heterogeneity h", yscale="linear"),
-        Panel(metric="js_distance", ylabel="JS distance of block spectra", xlabel="heterogeneity h",
+        Panel(metric="iters_gd", ylabel="iterations to eps (GD)", xlabel="heterogeneity h", xscale="linear"),
+        Panel(metric="iters_adam", ylabel="iterations to eps (Adam)", xlabel="heterogeneity h", xscale="linear"),
+        Panel(metric="log2_gd_over_adam", ylabel="log2 iters GD / Adam", xlabel="heterogeneity h", xscale="linear",
               yscale="linear"),
+        Panel(metric="js_distance", ylabel="JS distance of block spectra", xlabel="heterogeneity h",
+              xscale="linear", yscale="linear"),
     ),
     validate=_validate,
     tags=("optimizer", "adam"),
