@@ -1,0 +1,76 @@
+"""Adam-mini as an optax.GradientTransformation: one second-moment scalar per parameter block.
+
+Zhang, Chen, Li, Ding, Chen, Kingma, Sun, Luo (2024), "Adam-mini: Use Fewer Learning Rates To Gain More",
+arXiv:2406.16793, Algorithm 1 (restated, not copied): for each block b of the partition,
+m_t = beta1 m_{t-1} + (1 - beta1) g_t (per coordinate, as Adam), v_{b,t} = beta2 v_{b,t-1} + (1 - beta2) mean(g_b^2)
+(one scalar per block), update -lr * (m_t / (1 - beta1^t)) / (sqrt(v_{b,t} / (1 - beta2^t)) + eps).
+Symbols: beta1 = ``b1``, beta2 = ``b2``, epsilon = ``eps``, the partition = ``partition`` (an integer block id per
+coordinate of a flat parameter vector, ``n_blocks`` blocks). The paper's partition rule for transformers (by head,
+by output neuron) is not needed here: the caller passes the partition (the Hessian blocks, or a wrong one).
+With one block per coordinate the update is optax.adam's, in the same operation order (tests/test_hessian_blocks.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ratelab.errors import RatelabError
+
+
+class ScaleByAdamMiniState(NamedTuple):
+    count: jax.Array
+    mu: jax.Array  # [d] first moment, per coordinate
+    nu: jax.Array  # [n_blocks] second moment, one scalar per block
+
+
+def scale_by_adam_mini(partition: Any, n_blocks: int, b1: float = 0.9, b2: float = 0.999,
+                       eps: float = 1e-8) -> optax.GradientTransformation:
+    """Adam-mini's preconditioner on a flat parameter vector; ``partition[i]`` in [0, n_blocks) is i's block."""
+    part = np.asarray(partition)
+    if part.ndim != 1 or part.size == 0 or not np.issubdtype(part.dtype, np.integer):
+        raise RatelabError(f"partition must be a non-empty 1-D integer array, got {part.dtype} {part.shape}")
+    if part.min() < 0 or part.max() >= n_blocks or np.unique(part).size != n_blocks:
+        raise RatelabError(f"partition must use every block id in [0, {n_blocks}) (n_blocks), got ids "
+                           f"{np.unique(part)[:8]}...")
+    sizes = np.bincount(part, minlength=n_blocks).astype(float)
+    part_j = jnp.asarray(part)
+
+    def init(params):
+        if params.shape != part.shape:
+            raise RatelabError(f"params must be a flat vector of shape {part.shape} like partition, got {params.shape}")
+        return ScaleByAdamMiniState(jnp.zeros([], jnp.int32), jnp.zeros_like(params),
+                                    jnp.zeros(n_blocks, params.dtype))
+
+    def update(updates, state, params=None):
+        del params
+        mu = (1 - b1) * updates + b1 * state.mu
+        sq = jax.ops.segment_sum(updates * updates, part_j, num_segments=n_blocks) / jnp.asarray(sizes, updates.dtype)
+        nu = (1 - b2) * sq + b2 * state.nu
+        count = optax.safe_increment(state.count)
+        mu_hat = mu / (1 - b1 ** count.astype(updates.dtype))
+        nu_hat = nu / (1 - b2 ** count.astype(updates.dtype))
+        out = mu_hat / (jnp.sqrt(nu_hat[part_j]) + eps)
+        return out, ScaleByAdamMiniState(count, mu, nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def adam_mini(learning_rate: Any, partition: Any, n_blocks: int, b1: float = 0.9, b2: float = 0.999,
+              eps: float = 1e-8) -> optax.GradientTransformation:
+    """Adam-mini: :func:`scale_by_adam_mini` then -learning_rate (a float or an optax schedule)."""
+    return optax.chain(scale_by_adam_mini(partition, n_blocks, b1, b2, eps),
+                       optax.scale_by_learning_rate(learning_rate))
+
+
+def second_moment_size(state: Any) -> int:
+    """Entries of the second-moment state (``nu``) in an optax state tree: Adam's [d], Adam-mini's [n_blocks]."""
+    n = 0
+    for s in jax.tree_util.tree_leaves(state, is_leaf=lambda s: hasattr(s, "nu")):
+        if hasattr(s, "nu"):
+            n += sum(int(np.prod(np.shape(x))) for x in jax.tree_util.tree_leaves(s.nu))
+    return n
