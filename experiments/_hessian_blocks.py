@@ -2,6 +2,19 @@
 arXiv:2402.16788), with Adam-mini (Zhang et al. 2024, "Adam-mini: Use Fewer Learning Rates To Gain More",
 arXiv:2406.16793) on the same instances.
 
+NOT REGISTERED (the leading underscore keeps ``ratelab.catalog`` from importing it; ``import
+experiments._hessian_blocks`` registers it by hand). On this toy (cond 5 per block, h up to 1.5) tuned Adam needs
+about 52 iterations at every heterogeneity level and in every variant (Adam-mini with right or wrong blocks, a
+dense rotation of the same spectrum: 50-54), while tuned GD goes from 9 to 60 as the condition number grows from
+5 to 158: the paper's effect (Adam ahead of SGD once the blocks differ) does not appear, homogeneous-comparable
+FAILs (log2 GD / Adam = -2.53 [-2.67, -2.42] against |.| <= 1.5), and three of the four passing claims are WEAK
+(their controls pass too: ratio-grows under the dense rotation [2.70, 3.14], blockwise-closes-gap with plain GD
+[-0.009, 0.39], mini-matches-adam on the wrong partition [-0.04, 0.08]). A claim whose control passes says
+nothing, so registering these would put three WEAK claims in ``verify``. What is needed: a harder instance,
+registered before it is run (larger h and per-block condition numbers, a tighter eps), on which Adam's constant
+start-up cost no longer dominates. The library code (:mod:`optim_theory.hessian_blocks`,
+:mod:`optim_theory.adam_mini`) and its tests are in place.
+
 Experiment ``hessian-blocks``: deterministic full-batch optimisation of f(x) = x^T H x / 2, H block-diagonal
 (:mod:`optim_theory.hessian_blocks`: ``n_blocks`` rotated blocks, block b's spectrum geomspace(1, cond) times
 10^(h b / (n_blocks - 1))), x0 ~ N(0, I), over heterogeneity levels h (x axis; the JS distance of each level is
