@@ -103,3 +103,15 @@ def test_aid_linear_warm_start_matches_neumann_from_zero_on_first_step():
         np.testing.assert_allclose(np.asarray(a.final_state.x), np.asarray(b.final_state.x), rtol=1e-12)
         with pytest.raises(RatelabError, match="linear_warm_start"):
             implicit_gradient(**kw, method="itd", linear_warm_start=True)
+
+
+def test_trace_block_wall_time(tmp_path):
+    from ratelab.harness import load_trace, save_trace
+
+    p = make_finite_sum_quadratic(3, n_inner=4, n_outer=4, dim_inner=3, dim_outer=2)
+    tr = run(soba(inner_lr=0.1, outer_lr=0.05), p, jax.random.key(0), steps=40, log_every=10, chunks=4)
+    w = tr.block_wall_s
+    assert w.shape == tr.steps.shape and np.all(np.diff(w) >= 0) and w[0] > 0
+    assert w[-1] <= tr.timings["run_s"] + 1e-9
+    save_trace(tmp_path / "t.npz", tr)
+    np.testing.assert_array_equal(load_trace(tmp_path / "t.npz").block_wall_s, w)
