@@ -115,3 +115,27 @@ def test_trace_block_wall_time(tmp_path):
     assert w[-1] <= tr.timings["run_s"] + 1e-9
     save_trace(tmp_path / "t.npz", tr)
     np.testing.assert_array_equal(load_trace(tmp_path / "t.npz").block_wall_s, w)
+
+
+def test_user_matrix_builders_for_pbgd_families():
+    from bilevel.bilevel_problems import build_box_constrained, build_quadratic, make_quadratic
+
+    with jax.enable_x64(True):
+        q = make_quadratic(jax.random.key(0), dx=2, dy=3)
+        p = build_quadratic(a=q.a, b=q.b, c=q.c, H=q.H, B=q.B)
+        np.testing.assert_allclose(np.asarray(p.solution()[0]), np.asarray(q.solution()[0]), rtol=1e-12)
+        with pytest.raises(RatelabError, match="smallest eigenvalue is -1"):
+            build_quadratic(a=np.zeros(2), b=np.zeros(2), c=np.zeros(2), H=np.diag([1.0, -1.0]), B=np.eye(2))
+        with pytest.raises(RatelabError, match=r"B must have shape \(2, 2\)"):
+            build_quadratic(a=np.zeros(2), b=np.zeros(2), c=np.zeros(2), H=np.eye(2), B=np.eye(3))
+        with pytest.raises(RatelabError, match="H must be symmetric"):
+            build_quadratic(a=np.zeros(2), b=np.zeros(2), c=np.zeros(2), H=np.array([[1.0, 0.5], [0.0, 1.0]]),
+                            B=np.eye(2))
+        box = build_box_constrained(a=[2.0, -0.1], b=[0.0, 0.0], radius=[0.5, 1.0])
+        xs, ys = box.solution()
+        # coordinate 1: phi(x) = 1/2 (x - 2)^2 + 1/2 clip(x)^2 is minimised at x = a = 2 (outside the box);
+        # coordinate 2: inside, x = (a + b)/2
+        np.testing.assert_allclose(np.asarray(xs), [2.0, -0.05], atol=1e-12)
+        np.testing.assert_allclose(np.asarray(ys), [0.5, -0.05], atol=1e-12)
+        with pytest.raises(RatelabError, match="radius"):
+            build_box_constrained(a=[1.0], b=[0.0], radius=-1.0)
