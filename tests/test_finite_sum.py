@@ -139,3 +139,26 @@ def test_user_matrix_builders_for_pbgd_families():
         np.testing.assert_allclose(np.asarray(ys), [0.5, -0.05], atol=1e-12)
         with pytest.raises(RatelabError, match="radius"):
             build_box_constrained(a=[1.0], b=[0.0], radius=-1.0)
+
+
+def test_v_pbgd_floor_falls_like_gamma_to_the_minus_two():
+    """Derived here: on the quadratic, the exact penalised solution x_gamma of f + gamma (g - v) has
+    ||x_gamma - x*|| = Theta(1/gamma) and, since grad h(x*) = 0, h(x_gamma) - h* = Theta(1/gamma^2); V-PBGD's floor
+    at fixed gamma is h(x_gamma) - h* (test_pbgd checks that V-PBGD converges to x_gamma). Band +-0.1 on the
+    log-log slopes over gamma in [1e2, 1e4], registered before computing."""
+    from bilevel.bilevel_problems import make_quadratic
+
+    with jax.enable_x64(True):
+        q = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), make_quadratic(jax.random.key(5), dx=3, dy=4))
+        xs, _ = q.solution()
+        h = lambda x: q.upper(x, q.lower_solution(x))  # noqa: E731
+        gammas = np.logspace(2, 4, 9)
+        gap, dist = [], []
+        for gam in gammas:
+            xg, _ = q.penalised_solution(gam, "value")
+            gap.append(float(h(xg) - h(xs)))
+            dist.append(float(jnp.linalg.norm(xg - xs)))
+        slope_gap = np.polyfit(np.log(gammas), np.log(gap), 1)[0]
+        slope_dist = np.polyfit(np.log(gammas), np.log(dist), 1)[0]
+        assert abs(slope_gap + 2.0) < 0.1, slope_gap
+        assert abs(slope_dist + 1.0) < 0.1, slope_dist
