@@ -124,6 +124,42 @@ def make_quadratic(key: jax.Array, *, dx: int = 4, dy: int = 6, mu: float = 1.0,
         init_scale=arr(init_scale))
 
 
+def _vector(name: str, v: Any, dim: int | None = None) -> np.ndarray:
+    arr = np.asarray(v, dtype=float)
+    if arr.ndim != 1 or (dim is not None and arr.shape[0] != dim) or not np.all(np.isfinite(arr)):
+        want = f"a finite vector of length {dim}" if dim is not None else "a finite 1-D vector"
+        raise RatelabError(f"{name} must be {want}, got shape {arr.shape}")
+    return arr
+
+
+def build_quadratic(*, a: Any, b: Any, c: Any, H: Any, B: Any, init_scale: float = 1.0,
+                    dtype: Any = None) -> QuadraticBilevel:
+    """:class:`QuadraticBilevel` from the user's own arrays: a (dx,), b (dy,), c (dy,), H (dy, dy) symmetric positive
+    definite (the smallest eigenvalue is named in the error), B (dy, dx)."""
+    check_float_dtype("build_quadratic", dtype)
+    a_, b_ = _vector("a", a), _vector("b", b)
+    dx, dy = a_.shape[0], b_.shape[0]
+    c_ = _vector("c", c, dy)
+    H_, B_ = np.asarray(H, dtype=float), np.asarray(B, dtype=float)
+    if H_.shape != (dy, dy):
+        raise RatelabError(f"H must have shape ({dy}, {dy}) (dy = len(b)), got {H_.shape}")
+    if B_.shape != (dy, dx):
+        raise RatelabError(f"B must have shape ({dy}, {dx}) (len(b), len(a)), got {B_.shape}")
+    if not (np.all(np.isfinite(H_)) and np.all(np.isfinite(B_))):
+        raise RatelabError("H and B must be finite")
+    asym = float(np.max(np.abs(H_ - H_.T)))
+    if asym > 1e-10 * max(1.0, float(np.max(np.abs(H_)))):
+        raise RatelabError(f"H must be symmetric; max |H - H'| = {asym:.3g}")
+    lam = float(np.linalg.eigvalsh(0.5 * (H_ + H_.T))[0])
+    if lam <= 0:
+        raise RatelabError(f"H must be positive definite (strongly convex lower level); its smallest eigenvalue is "
+                           f"{lam:.3g}")
+    check_positive("init_scale", init_scale)
+    arr = lambda v: float_array("build_quadratic", np.asarray(v, dtype=float), dtype)  # noqa: E731
+    return QuadraticBilevel(a=arr(a_), b=arr(b_), c=arr(c_), H=arr(0.5 * (H_ + H_.T)), B=arr(B_),
+                            init_scale=arr(init_scale))
+
+
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class ManyMinimisers:
@@ -226,6 +262,22 @@ def make_box_constrained(key: jax.Array, *, dim: int = 4, radius: float = 0.5, i
     arr = lambda v: float_array("make_box_constrained", v, dtype)  # noqa: E731
     draw = lambda k: arr(np.asarray(jax.random.normal(k, (dim,), jnp.float32), dtype=float))  # noqa: E731 (same in x64)
     return BoxConstrained(a=draw(ka), b=draw(kb), r=arr(radius), init_scale=arr(init_scale))
+
+
+def build_box_constrained(*, a: Any, b: Any, radius: Any, init_scale: float = 1.0,
+                          dtype: Any = None) -> BoxConstrained:
+    """:class:`BoxConstrained` from the user's a, b (same length d) and box radius r > 0 (a scalar or a (d,) vector
+    of per-coordinate radii)."""
+    check_float_dtype("build_box_constrained", dtype)
+    a_ = _vector("a", a)
+    b_ = _vector("b", b, a_.shape[0])
+    r = np.asarray(radius, dtype=float)
+    if r.ndim > 1 or (r.ndim == 1 and r.shape[0] != a_.shape[0]):
+        raise RatelabError(f"radius must be a scalar or a vector of length {a_.shape[0]}, got shape {r.shape}")
+    check_positive("radius", r)
+    check_positive("init_scale", init_scale)
+    arr = lambda v: float_array("build_box_constrained", np.asarray(v, dtype=float), dtype)  # noqa: E731
+    return BoxConstrained(a=arr(a_), b=arr(b_), r=arr(r), init_scale=arr(init_scale))
 
 
 @jax.tree_util.register_dataclass

@@ -139,6 +139,7 @@ def _pbgd(*, penalty: str, x_optimizer: Any, y_optimizer: Any, gamma: Any, inner
     gamma_s = as_schedule(gamma)
     proj_x = _check_projection("project_x", project_x, 1)
     proj_y = _check_projection("project_y", project_y, 2)
+    inner_s = as_schedule(inner_lr)
 
     def init(problem: Any, key: jax.Array) -> PBGDState:
         _check_problem(problem)
@@ -151,9 +152,11 @@ def _pbgd(*, penalty: str, x_optimizer: Any, y_optimizer: Any, gamma: Any, inner
         x, y, k = state.x, state.y, state.k
         gam = gamma_s(k)
         if penalty == "value":
+            beta = inner_s(k)
+
             def inner(_, z):
                 gz = jax.grad(problem.lower, argnums=1)(x, z, batch)
-                return proj_y(x, jax.tree.map(lambda a, b: a - inner_lr * b, z, gz))
+                return proj_y(x, jax.tree.map(lambda a, b: a - beta * b, z, gz))
 
             z = jax.lax.fori_loop(0, inner_steps, inner, state.z)
             z_c = jax.lax.stop_gradient(z)

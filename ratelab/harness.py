@@ -131,6 +131,8 @@ def save_trace(path: Path, trace: Trace) -> None:
     arrays.update({f"metric/{k}": v for k, v in trace.metrics.items()})
     if trace.sweep_values is not None:
         arrays["sweep_values"] = trace.sweep_values
+    if trace.block_wall_s is not None:
+        arrays["block_wall_s"] = trace.block_wall_s
     atomic_savez(path, arrays)
 
 
@@ -140,7 +142,8 @@ def load_trace(path: str | os.PathLike) -> Trace:
         steps = z["steps"]
         return Trace(steps=steps, metrics=metrics, diverged=z["diverged"], diverged_at=z["diverged_at"],
                      final_state=None, log_every=int(steps[0]), aggregate="unknown",
-                     sweep_values=z["sweep_values"] if "sweep_values" in z.files else None)
+                     sweep_values=z["sweep_values"] if "sweep_values" in z.files else None,
+                     block_wall_s=z["block_wall_s"] if "block_wall_s" in z.files else None)
 
 
 def _cached(folder: Path, chash: str) -> dict | None:

@@ -54,6 +54,9 @@ class Trace:
       diverged_at: ``[*sweep, seeds]`` first logged k with a non-finite metric (``-1`` if none).
       final_state: the solver state after the last step, leaves ``[*sweep, seeds, ...]``.
       sweep_values: the hyperparameter values of a :func:`sweep` (``None`` for :func:`run`).
+      block_wall_s: ``[n_log]`` cumulative post-compile wall time (s) after each logged block, results blocked on
+        before the clock is read; exact per block with ``chunks = steps / log_every``, otherwise each chunk's time
+        is spread evenly over its blocks (NaN for blocks restored from a checkpoint).
     """
 
     steps: np.ndarray
@@ -65,6 +68,7 @@ class Trace:
     aggregate: str
     timings: dict[str, float] = field(default_factory=dict)
     sweep_values: np.ndarray | None = None
+    block_wall_s: np.ndarray | None = None
 
     @property
     def seeds(self) -> int:
@@ -423,6 +427,7 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
         show = progress if progress is not None else (None if chunks > 1 else False)  # None: on a terminal
         bar = _progress.bar(steps, desc=what, initial=start_block * log_every, progress=show)
         b = start_block
+        block_dt = [np.full(start_block, np.nan)]
         while b < n_blocks:
             n = min(per_chunk, n_blocks - b)
             if n not in compiled:
@@ -432,7 +437,9 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
                 timings["compile_s"] += spent
             t0 = time.perf_counter()
             state, metrics = jax.block_until_ready(compiled[n](vals, problem, run_keys, state, np.uint32(b)))
-            timings["run_s"] += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            timings["run_s"] += dt
+            block_dt.append(np.full(n, dt / n))
             for k, v in metrics.items():
                 logged.setdefault(k, []).append(np.asarray(v))
             b += n
@@ -458,7 +465,8 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
     first = np.where(metric_bad, metric_first, np.where(state_bad, steps, -1))
     return Trace(steps=steps_axis, metrics=metrics, diverged=diverged, diverged_at=first,
                  final_state=final_state, log_every=log_every, aggregate=aggregate, timings=timings,
-                 sweep_values=None if values is None else np.asarray(values))
+                 sweep_values=None if values is None else np.asarray(values),
+                 block_wall_s=np.cumsum(np.concatenate(block_dt)))
 
 
 def run(solver: Solver, problem: Any, key: Any, *, steps: int, seeds: int = 1, log_every: int = 1,
