@@ -2,7 +2,8 @@
 
 Per experiment, under ``OUT/ID/``: ``trace.npz`` (steps, metrics, divergence), ``figure.png`` and ``result.json``
 (config, hashes, versions, seed, timings, verdicts). ``result.json`` is written last: it is the commit record, so
-a folder without it is an interrupted run, which the next run resumes from ``checkpoint.npz``.
+a folder without it is an interrupted run, which the next run of the same config and code resumes from its own
+``checkpoint-<config>-<code>.npz`` (deleted only after ``result.json`` is written).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ratelab.io import atomic_savez, atomic_write_json
 from ratelab.provenance import code_version, config_hash, versions
 from ratelab.registry import Experiment, experiments, get
 from ratelab.report import Report, rows, write_report
-from ratelab.runner import Trace
+from ratelab.runner import KEEP_CHECKPOINT, Trace
 from ratelab.validate import check_positive_int
 
 UPDATES_PER_CHUNK = 2e8  # seed-steps per jitted call: a few seconds on one CPU core, so the bar moves
@@ -173,8 +174,15 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
 
     log(f"{exp.id}: running {mode} ({cfg['seeds']} seeds x {cfg['steps']} steps)")
     t0 = time.perf_counter()
-    trace = exp.execute(cfg, jax.random.key(cfg["seed"]), chunks=_chunks(cfg), progress=progress,
-                        checkpoint=folder / "checkpoint.npz")
+    # one checkpoint per config and code: another config (or a --quick run beside an interrupted --full one) never
+    # resumes or deletes it; it is deleted only once the result.json that supersedes it is on disk
+    ckpt = folder / f"checkpoint-{chash[:12]}-{code_version()[:8]}.npz"
+    token = KEEP_CHECKPOINT.set(True)
+    try:
+        trace = exp.execute(cfg, jax.random.key(cfg["seed"]), chunks=_chunks(cfg), progress=progress,
+                            checkpoint=ckpt)
+    finally:
+        KEEP_CHECKPOINT.reset(token)
     wall = time.perf_counter() - t0
     control_traces, control_files = run_controls(exp, mode, overrides, claims, trace, folder, progress=progress,
                                                  log=log)
@@ -209,6 +217,7 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
         "files": {"trace": "trace.npz", "figure": "figure.png", **extra, **control_files},
     }
     atomic_write_json(folder / "result.json", result)
+    ckpt.unlink(missing_ok=True)
     log(f"{exp.id}: {result['status']} in {wall:.1f}s (compile {trace.timings.get('compile_s', 0.0):.1f}s)")
     return {**result, "reused": False}
 

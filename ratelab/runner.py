@@ -20,11 +20,13 @@ the process, and on disk across processes when the persistent compilation cache 
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import math
 import os
 import sys
 import time
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -302,6 +304,25 @@ def _chunk_length(n_blocks: int, chunks: int) -> int:
     return math.ceil(n_blocks / chunks)
 
 
+# True while the harness runs an experiment: the runner leaves its checkpoint for the harness to delete once
+# result.json is written (a kill while plotting then loses nothing)
+KEEP_CHECKPOINT: contextvars.ContextVar[bool] = contextvars.ContextVar("KEEP_CHECKPOINT", default=False)
+
+
+def _data_digest(tree: Any) -> str:
+    """sha256 of a pytree's array data (a problem): a checkpoint of another problem is never resumed."""
+    h = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(tree):
+        try:
+            arr = np.asarray(jax.random.key_data(leaf) if jnp.issubdtype(getattr(leaf, "dtype", np.float64),
+                                                                           jax.dtypes.prng_key) else leaf)
+        except TypeError:
+            h.update(repr(leaf).encode())
+            continue
+        h.update(str(arr.dtype).encode() + str(arr.shape).encode() + arr.tobytes())
+    return h.hexdigest()[:16]
+
+
 def _fingerprint(*parts: Any) -> str:
     h = hashlib.sha256()
     for p in parts:
@@ -337,7 +358,9 @@ def _load_checkpoint(path: Path, fingerprint: str, state: Any) -> tuple[int, Any
                     restored.append(jnp.asarray(arr, leaf.dtype))
             logged = {k[len("metric_"):]: [z[k]] for k in z.files if k.startswith("metric_")}
             return int(z["next_block"]), jax.tree_util.tree_unflatten(treedef, restored), logged
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        print(f"ratelab: ignoring unreadable checkpoint {path} ({type(err).__name__}); starting afresh",
+              file=sys.stderr, flush=True)
         return None
 
 
@@ -412,7 +435,7 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
         fingerprint = _fingerprint(steps, seeds, log_every, aggregate, chunks, bool(x64),
                                    np.asarray(seed_key_data).tobytes(),
                                    None if vals is None else np.asarray(vals).tobytes(),
-                                   _describe(state), sorted(metric_spec))
+                                   _describe(state), sorted(metric_spec), _data_digest(problem))
         if ckpt is not None and ckpt.exists():
             resumed = _load_checkpoint(ckpt, fingerprint, state)
             if resumed is not None:
@@ -449,8 +472,8 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
             if on_chunk is not None:
                 on_chunk(b)
         bar.close()
-        if ckpt is not None and ckpt.exists():
-            ckpt.unlink()
+        if ckpt is not None and ckpt.exists() and not KEEP_CHECKPOINT.get():
+            ckpt.unlink()  # the harness keeps it until the result that supersedes it is on disk
 
         metrics = {k: np.concatenate(v, axis=-1) for k, v in logged.items()}
         final_state = jax.tree_util.tree_map(np.asarray, state)
