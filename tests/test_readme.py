@@ -71,3 +71,11 @@ def test_commands_open_the_readme():
     assert BASH[0].endswith("ratelab verify --quick") and "python3 -m venv" in BASH[0]
     assert BASH[1].endswith("python -m pytest") and '".[test]"' in BASH[1]
     assert COMMANDS, "the README shows no ratelab command"
+
+
+def test_the_claim_count_in_the_opening_paragraph_is_the_registrys():
+    exps = experiments()
+    n_claims = sum(len(e.claims(e.config("quick"))) for e in exps)
+    papers = len({e.paper.key for e in exps})
+    text = " ".join(README.split())
+    assert f"{n_claims} claims of {len(exps)} experiments from {papers} papers" in text
