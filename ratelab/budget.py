@@ -37,3 +37,26 @@ def check_memory(exp_id: str, cfg: dict[str, Any], n_metrics: int, *, limit: int
             f"{exp_id}: seeds={cfg['seeds']} x {int(cfg['steps']) // int(cfg['log_every'])} logged steps x "
             f"{n_metrics} metric(s) need at least {_gib(need)} for the trace alone, more than 80 % of this machine's "
             f"{_gib(limit)}; use fewer --seeds, fewer --steps or a larger log_every")
+
+
+def _nbytes(tree: Any) -> int:
+    import math
+
+    import jax
+
+    return sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
+
+
+def check_run_memory(runs: int, n_blocks: int, log_every: int, state: Any, sample: Any, metrics: Any, *,
+                     limit: int | None = None) -> None:
+    """Raise :class:`RatelabError` when one run of ``runs`` parallel seeds (times swept values) would need more than
+    80 % of the machine's memory: the solver state twice (in and out of a jitted call), one block's samples, and the
+    recorded metrics; ``state``, ``sample`` (one step's) and ``metrics`` are abstract shapes of one seed."""
+    limit = physical_memory() if limit is None else limit
+    per_seed = 2 * _nbytes(state) + log_every * _nbytes(sample) + n_blocks * _nbytes(metrics)
+    need = runs * per_seed
+    if limit and need > FRACTION * limit:
+        raise RatelabError(
+            f"seeds: {runs} parallel runs x {_gib(per_seed)} each (solver state {_gib(_nbytes(state))}, "
+            f"{n_blocks} logged steps) need about {_gib(need)}, more than 80 % of this machine's {_gib(limit)}; "
+            "use fewer seeds, fewer steps or a larger log_every")

@@ -7,11 +7,13 @@ stderr naming the argument and what is allowed; no traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="hide progress bars")
     p.add_argument("--no-cache", dest="cache", action="store_false", default=True,
                    help="do not read or write the persistent compilation cache (see ratelab.cache)")
+    p.add_argument("--module", dest="modules", action="append", default=[], metavar="PATH",
+                   help="import this Python file first: it registers experiments of one's own (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +108,11 @@ def _log(msg: str) -> None:
 _ROW_KEYS = ("experiment", "claim", "status", "measured", "ci")
 
 
-def _current_verdicts(report: Path) -> dict[tuple[str, str], dict]:
+def _warn_ignored(path: Path, err: Exception) -> None:
+    _log(f"ratelab: warning: ignoring {path} (not a ratelab result: {err}); its verdicts shown as not run")
+
+
+def _report_rows(report: Path) -> dict[tuple[str, str], dict]:
     """(experiment, claim) -> row of ``report.json``; an unreadable or foreign file counts as absent (one warning)."""
     if not report.exists():
         return {}
@@ -123,64 +131,95 @@ def _current_verdicts(report: Path) -> dict[tuple[str, str], dict]:
             out[(str(row["experiment"]), str(row["claim"]))] = row
         return out
     except (OSError, ValueError, UnicodeDecodeError) as err:
-        _log(f"ratelab: warning: ignoring {report} (not a ratelab report: {err}); verdicts shown as not run")
+        _warn_ignored(report, err)
         return {}
+
+
+def _current_verdicts(results: Path, ids: list[str]) -> dict[tuple[str, str], dict]:
+    """The newest verdict of every claim: each experiment's own ``ID/result.json`` (written by the last ``run`` or
+    ``verify`` into that folder, with the band of the config that ran), else its row in ``report.json``."""
+    from ratelab.report import rows
+
+    current = _report_rows(results / "report.json")
+    for exp_id in ids:
+        path = results / exp_id / "result.json"
+        if not path.exists():
+            continue
+        try:
+            result = json.loads(path.read_text())
+            if not isinstance(result, dict) or result.get("id") != exp_id:
+                raise ValueError(f"not the result of {exp_id}")
+            fresh = {(exp_id, row["claim"]): row for row in rows([result])}
+        except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+            _warn_ignored(path, err)
+            continue
+        current = {k: v for k, v in current.items() if k[0] != exp_id} | fresh
+    return current
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from ratelab.index import load as load_index
     from ratelab.report import md_cell, measured_text
 
-    current = _current_verdicts(Path(args.results) / "report.json")
+    with _uninterrupted_imports():
+        index = load_index()
+    current = _current_verdicts(Path(args.results), [e["id"] for e in index])
     lines = []
     if args.markdown:
         lines += ["| experiment | paper | regenerates | claim | claimed | verdict (quick) | negative control (quick) |",
                   "|---|---|---|---|---|---|---|"]
-    for exp in load_index():
+    for exp in index:
         if not args.markdown:
             lines.append(f"{exp['id']:<12} {exp['paper_short']}, {exp['figure']}")
             lines.append(f"{'':<12} {exp['title']}")
         for c in exp["claims"]:
             row = current.get((exp["id"], c["id"]))
-            verdict = "not run" if row is None else (
-                f"{row['status']}: {measured_text(row)}")
+            claimed = c["claimed"] if row is None else row.get("claimed", c["claimed"])
+            verdict = "not run" if row is None else f"{row['status']}: {measured_text(row)}" + (
+                f" ({row['mode']})" if row.get("mode", "quick") != "quick" else "")
             control = c["declared_control"] if row is None else row.get("control", "not run")
             if args.markdown:
                 paper = f"[{exp['paper_short']}]({exp['paper_url']})" if exp["paper_url"] else exp["paper_short"]
                 lines.append(f"| `{exp['id']}` | {paper} | {md_cell(exp['figure'])} | {md_cell(c['statement'])} | "
-                             f"{c['claimed']} | {verdict} | {md_cell(control)} |")
+                             f"{claimed} | {verdict} | {md_cell(control)} |")
             else:
-                lines.append(f"{'':<12}   - {c['id']}: {c['statement']}; {c['claimed']} ({verdict}); "
+                lines.append(f"{'':<12}   - {c['id']}: {c['statement']}; {claimed} ({verdict}); "
                              f"control: {control}")
     print("\n".join(lines))
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
-    if ids and not getattr(args, "module", None):  # an unknown id answered from the index, before importing JAX
+    if ids and not args.modules:  # an unknown id answered from the index, before importing JAX
         from ratelab.index import known_ids
 
-        known = known_ids()
+        with _uninterrupted_imports():  # a stale index is rebuilt from the registry, which imports jax
+            known = known_ids()
         for i in ids:
             if i not in known:
                 raise RatelabError(f"unknown experiment {i!r}; known: {', '.join(sorted(known)) or '(none)'}")
-    import matplotlib
+    with _uninterrupted_imports():
+        import matplotlib
 
-    matplotlib.use("Agg")  # the command line draws to files only
-    from ratelab.cache import disable, enable
+        matplotlib.use("Agg")  # the command line draws to files only
+        from ratelab.cache import disable, enable
 
-    enable() if args.cache else disable()  # persistent compilation cache: ~/.cache/ratelab/jax, $RATELAB_CACHE_DIR
-    from ratelab.harness import plan, prepare_out, run_experiment, verify
-    from ratelab.registry import get
-    from ratelab.report import all_passed, console_table, rows
+        enable() if args.cache else disable()  # persistent compilation cache: ~/.cache/ratelab/jax
+        import ratelab.catalog  # noqa: F401  (every paper module: scipy, optax, the solvers)
+        from ratelab.harness import plan, prepare_out, run_experiment, verify
+        from ratelab.modules import load_module
+        from ratelab.registry import get
+        from ratelab.report import all_passed, console_table, rows
 
     overrides = _overrides(args)
     if args.command == "verify":
         report = verify(ids, args.mode, out=args.out, overrides=overrides, force=args.force, progress=args.progress,
-                        log=_log, jobs=args.jobs)
+                        log=_log, jobs=args.jobs, modules=args.modules)
         print(console_table(report.rows))
         print(f"\nreport: {report.markdown_path}, page: {report.markdown_path.parent / 'index.html'}")
         return EXIT_OK if report.passed else EXIT_FAIL
+    for path in args.modules:
+        load_module(path)
     (exp,) = [get(i) for i in ids]
     plan(exp, args.mode, overrides)  # every input error before any compute
     prepare_out(args.out)
@@ -192,7 +231,10 @@ def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
     return EXIT_OK if all_passed(table) else EXIT_FAIL
 
 
+_INTERRUPTED = "ratelab: interrupted; finished experiments are saved, a rerun resumes the rest"
 _SIGNALS: list[int] = []  # the interrupting signals received, first first
+_SAID: list[bool] = []
+_STDERR: Any = None  # the real stderr, once an interrupt has silenced the libraries' unwinding noise
 GRACE_S = 10.0  # after an interrupt, the seconds allowed for a clean unwind before the process leaves anyway
 
 
@@ -203,25 +245,60 @@ def _signal_exit_code(signum: int) -> int:
 def _leave(code: int) -> None:
     """Exit now with ``code``: no interpreter teardown racing XLA's threads (which segfaulted), no handler left
     that could swallow the exit. Files are written atomically, so nothing half-written is left in place."""
-    for stream in (sys.stdout, sys.stderr):
+    for stream in (sys.stdout, sys.stderr, _STDERR):
         try:
-            stream.flush()
+            if stream is not None:
+                stream.flush()
         except (OSError, ValueError):
             pass
     os._exit(code)
+
+
+_DEFER: list[bool] = []  # non-empty while the heavy imports run: an interrupt then waits for their end
+
+
+@contextlib.contextmanager
+def _uninterrupted_imports() -> Iterator[None]:
+    """Let the imports of jax, scipy and the paper modules finish before an interrupt acts: a KeyboardInterrupt
+    raised inside a C extension's initialisation can abort the process (SIGABRT) instead of unwinding it."""
+    _DEFER.append(True)
+    try:
+        yield
+    finally:
+        _DEFER.clear()
+    if _SIGNALS:
+        raise KeyboardInterrupt
+
+
+def _say_interrupted() -> None:
+    """The one line an interrupt prints (once, however the process leaves)."""
+    if not _SAID:
+        _SAID.append(True)
+        print(_INTERRUPTED, file=_STDERR or sys.stderr, flush=True)
+
+
+def _leave_interrupted(code: int) -> None:
+    _say_interrupted()
+    _leave(code)
 
 
 def _on_signal(signum: int, frame: Any) -> None:
     first = not _SIGNALS
     _SIGNALS.append(signum)
     if not first:  # a second Ctrl-C: leave at once
-        _leave(_signal_exit_code(_SIGNALS[0]))
+        _leave_interrupted(_signal_exit_code(_SIGNALS[0]))
+    # the unwind is ours to report: what libraries print while the interrupt tears through them (a logged traceback
+    # of an import it broke) goes nowhere; the one line that says what happened goes to the real stderr
+    global _STDERR
+    _STDERR = sys.stderr
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (for the rest of the process's life)
     # an exception raised here can land in a callback that swallows it (jax's GC hook): the watchdog then ends the
     # process after GRACE_S, so an interrupt never turns into a normal exit
-    timer = threading.Timer(GRACE_S, _leave, args=(_signal_exit_code(signum),))
+    timer = threading.Timer(GRACE_S, _leave_interrupted, args=(_signal_exit_code(signum),))
     timer.daemon = True
     timer.start()
-    raise KeyboardInterrupt
+    if not _DEFER:
+        raise KeyboardInterrupt
 
 
 def _install_signal_handlers() -> None:
@@ -237,10 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     _install_signal_handlers()
     try:
         code = _main(None)
-    except KeyboardInterrupt:
+    except BaseException:
+        # an interrupt landing inside an import comes back as another exception (numpy re-raises it as an
+        # ImportError): the signal decides the exit code, not what it was wrapped in
+        if not _SIGNALS:
+            raise
         code = EXIT_FAIL
     if _SIGNALS:
-        _leave(_signal_exit_code(_SIGNALS[0]))
+        _leave_interrupted(_signal_exit_code(_SIGNALS[0]))
     return code
 
 
@@ -271,7 +352,7 @@ def _main(argv: list[str] | None) -> int:
               "a rerun resumes", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
-        print("ratelab: interrupted; finished experiments are saved, a rerun resumes the rest", file=sys.stderr)
+        _say_interrupted()
         return _signal_exit_code(_SIGNALS[0] if _SIGNALS else signal.SIGINT)
 
 

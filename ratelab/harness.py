@@ -25,11 +25,12 @@ from ratelab.claims import Claim, Control, Verdict, check, overall_status
 from ratelab.errors import RatelabError
 from ratelab.figures import plot_experiment, save_figure
 from ratelab.html import write_page
-from ratelab.io import atomic_savez, atomic_write_json
-from ratelab.provenance import code_version, config_hash, versions
+from ratelab.io import atomic_savez, atomic_write_json, sha256_file
+from ratelab.lock import folder_lock
+from ratelab.provenance import config_hash, experiment_code_version, versions
 from ratelab.registry import Experiment, experiments, get
 from ratelab.report import Report, rows, write_report
-from ratelab.runner import KEEP_CHECKPOINT, Trace
+from ratelab.runner import KEEP_CHECKPOINT, Trace, remove_checkpoint
 from ratelab.validate import check_positive_int
 
 UPDATES_PER_CHUNK = 2e8  # seed-steps per jitted call: a few seconds on one CPU core, so the bar moves
@@ -90,11 +91,12 @@ def _chunks(cfg: dict[str, Any]) -> int:
 
 
 def run_controls(exp: Experiment, mode: str, overrides: dict[str, Any] | None, claims: list[Claim], trace: Trace,
-                 folder: Path, *, progress: bool | None = None,
+                 folder: Path, *, progress: bool | None = None, tag: str = "",
                  log: Callable[[str], None] = lambda msg: None) -> tuple[dict[str, dict[str, Trace]], dict[str, str]]:
     """Run every distinct control config once (a control without overrides reuses ``trace``) and save its trace.
 
-    Returns claim id -> control id -> trace, and the files written (name -> file)."""
+    Returns claim id -> control id -> trace, and the files written (name -> file). ``tag`` (the main run's config
+    and code hashes) names the controls' checkpoints, so a control of another config is never resumed."""
     runs: dict[str, tuple[Trace, str]] = {}
     files: dict[str, str] = {}
     per_claim: dict[str, dict[str, Trace]] = {}
@@ -112,7 +114,7 @@ def run_controls(exp: Experiment, mode: str, overrides: dict[str, Any] | None, c
                 while name in files:
                     name += "_"
                 ctrace = exp.execute(cfg, jax.random.key(cfg["seed"]), chunks=_chunks(cfg), progress=progress,
-                                     checkpoint=folder / f"checkpoint-{name}.npz")
+                                     checkpoint=folder / f"checkpoint-{name}{tag}.npz")
                 save_trace(folder / f"{name}.npz", ctrace)
                 files[name] = f"{name}.npz"
                 runs[key] = (ctrace, name)
@@ -147,16 +149,29 @@ def load_trace(path: str | os.PathLike) -> Trace:
                      block_wall_s=z["block_wall_s"] if "block_wall_s" in z.files else None)
 
 
-def _cached(folder: Path, chash: str) -> dict | None:
+def code_of(exp: Experiment) -> str:
+    """The code version an experiment's result depends on: the ratelab packages and the user modules that define
+    it (:func:`ratelab.provenance.experiment_code_version`)."""
+    return experiment_code_version([exp.execute, exp.claims, exp.validate, *exp.extra_figures.values()])
+
+
+def _cached(folder: Path, chash: str, code: str, log: Callable[[str], None] = lambda msg: None) -> dict | None:
+    """The folder's result if it is the commit record of this config and code and every file it lists is on disk
+    with the sha256 it recorded (a file replaced, truncated or left from another run makes the folder stale)."""
     try:
         result = json.loads((folder / "result.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(result, dict) or not isinstance(result.get("files", {}), dict):
-        return None  # a foreign file: treated as absent, the run recomputes and replaces it
-    fresh = result.get("config_hash") == chash and result.get("code_version") == code_version()
-    files = all((folder / name).exists() for name in result.get("files", {"trace": "trace.npz"}).values())
-    return result if fresh and files else None
+    if not isinstance(result, dict) or not isinstance(result.get("files"), dict) \
+            or not isinstance(result.get("sha256"), dict):
+        return None  # a foreign or older file: treated as absent, the run recomputes and replaces it
+    if result.get("config_hash") != chash or result.get("code_version") != code:
+        return None
+    for name in result["files"].values():
+        if sha256_file(folder / name) != result["sha256"].get(name):
+            log(f"{folder.name}: {folder / name} is missing or not the file result.json recorded; recomputing")
+            return None
+    return result
 
 
 def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLike = "results",
@@ -165,9 +180,17 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
     """Run one experiment (or reuse its result) and return the content of its ``result.json``."""
     cfg, claims = plan(exp, mode, overrides)
     folder = prepare_out(Path(out) / exp.id)
+    with folder_lock(folder, log):  # one writer per folder; a waiter then reuses what the first one wrote
+        return _run_locked(exp, mode, cfg, claims, folder, overrides, force, progress, log)
+
+
+def _run_locked(exp: Experiment, mode: str, cfg: dict, claims: list[Claim], folder: Path,
+                overrides: dict[str, Any] | None, force: bool, progress: bool | None,
+                log: Callable[[str], None]) -> dict:
     chash = config_hash(exp.id, mode, cfg)
+    code = code_of(exp)
     if not force:
-        cached = _cached(folder, chash)
+        cached = _cached(folder, chash, code, log)
         if cached is not None:
             log(f"{exp.id}: unchanged config and code, reusing {folder / 'result.json'} (--force reruns)")
             return {**cached, "reused": True}
@@ -176,7 +199,7 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
     t0 = time.perf_counter()
     # one checkpoint per config and code: another config (or a --quick run beside an interrupted --full one) never
     # resumes or deletes it; it is deleted only once the result.json that supersedes it is on disk
-    ckpt = folder / f"checkpoint-{chash[:12]}-{code_version()[:8]}.npz"
+    ckpt = folder / f"checkpoint-{chash[:12]}-{code[:8]}.npz"
     token = KEEP_CHECKPOINT.set(True)
     try:
         trace = exp.execute(cfg, jax.random.key(cfg["seed"]), chunks=_chunks(cfg), progress=progress,
@@ -185,7 +208,7 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
         KEEP_CHECKPOINT.reset(token)
     wall = time.perf_counter() - t0
     control_traces, control_files = run_controls(exp, mode, overrides, claims, trace, folder, progress=progress,
-                                                 log=log)
+                                                 tag=f"-{chash[:12]}-{code[:8]}", log=log)
     controls_s = time.perf_counter() - t0 - wall
     log(f"{exp.id}: judging {len(claims)} claim(s) and drawing the figure")
     verdicts: list[Verdict] = [check(c, trace, controls=control_traces[c.id]) for c in claims]
@@ -206,7 +229,7 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
         "mode": mode,
         "config": cfg,
         "config_hash": chash,
-        "code_version": code_version(),
+        "code_version": code,
         "versions": versions(),
         "seed": cfg["seed"],
         "timings": {"wall_s": wall, "controls_s": controls_s, **trace.timings},
@@ -216,20 +239,25 @@ def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLi
         "status": status_of([v.as_dict() for v in verdicts]),
         "files": {"trace": "trace.npz", "figure": "figure.png", **extra, **control_files},
     }
-    atomic_write_json(folder / "result.json", result)
-    ckpt.unlink(missing_ok=True)
+    result["sha256"] = {name: sha256_file(folder / name) for name in result["files"].values()}
+    atomic_write_json(folder / "result.json", result)  # the commit record: written last, naming every file's hash
+    remove_checkpoint(ckpt)
     log(f"{exp.id}: {result['status']} in {wall:.1f}s (compile {trace.timings.get('compile_s', 0.0):.1f}s)")
     return {**result, "reused": False}
 
 
-def _worker_init(cache_dir: str | None) -> None:
-    """A fresh worker process of ``verify(jobs=N)``: draw to files, share the parent's compilation cache."""
+def _worker_init(cache_dir: str | None, modules: tuple[str, ...] = ()) -> None:
+    """A fresh worker process of ``verify(jobs=N)``: draw to files, share the parent's compilation cache, import
+    the user's experiment modules."""
     import matplotlib
 
     matplotlib.use("Agg")
     from ratelab import cache
+    from ratelab.modules import load_module
 
     cache.enable(cache_dir) if cache_dir else cache.disable()
+    for path in modules:
+        load_module(path)
 
 
 def _run_in_worker(exp_id: str, mode: str, out: str, overrides: dict[str, Any] | None, force: bool) -> dict:
@@ -239,13 +267,14 @@ def _run_in_worker(exp_id: str, mode: str, out: str, overrides: dict[str, Any] |
         exp = get(exp_id)
     except RatelabError as err:
         raise RatelabError(f"{err}; verify with jobs > 1 runs each experiment in a fresh process, so it must be "
-                           "registered by a module of experiments/ (experiments registered in this session only "
-                           "need jobs=1)") from None
+                           "registered by a module of experiments/ or one given with modules= (--module); "
+                           "experiments registered in this session only need jobs=1") from None
     return run_experiment(exp, mode, out=out, overrides=overrides, force=force, progress=False)
 
 
 def _run_parallel(exps: list[Experiment], mode: str, out: str | os.PathLike, overrides: dict[str, Any] | None,
-                  force: bool, jobs: int, progress: bool | None, log: Callable[[str], None]) -> list[dict]:
+                  force: bool, jobs: int, progress: bool | None, log: Callable[[str], None],
+                  modules: tuple[str, ...] = ()) -> list[dict]:
     """Each experiment in one of ``jobs`` spawned worker processes (one folder each, so they never share a file);
     the results come back in registration order, and one bar counts the finished experiments."""
     import multiprocessing as mp
@@ -257,7 +286,7 @@ def _run_parallel(exps: list[Experiment], mode: str, out: str | os.PathLike, ove
     active = cache.active_dir()
     results: dict[str, dict] = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                             initargs=(str(active) if active else None,)) as pool:
+                             initargs=(str(active) if active else None, modules)) as pool:
         futures = {pool.submit(_run_in_worker, e.id, mode, str(out), overrides, force): e.id for e in exps}
         with bar(len(exps), desc=f"verify ({jobs} jobs)", unit="exp", progress=progress) as b:
             for fut in as_completed(futures):
@@ -271,22 +300,30 @@ def _run_parallel(exps: list[Experiment], mode: str, out: str | os.PathLike, ove
 
 def verify(ids: list[str] | tuple[str, ...] | None = None, mode: str = "quick", *, out: str | os.PathLike = "results",
            overrides: dict[str, Any] | None = None, force: bool = False, progress: bool | None = None,
-           log: Callable[[str], None] = lambda msg: None, jobs: int = 1) -> Report:
+           log: Callable[[str], None] = lambda msg: None, jobs: int = 1,
+           modules: tuple[str, ...] | list[str] = ()) -> Report:
     """Run experiments (every registered one by default), judge every claim and write ``REPORT.md`` and
     ``report.json`` under ``out``. Every config is checked before any compute; results whose config and code are
     unchanged are reused (``force=True`` reruns them). ``jobs > 1`` runs the experiments in that many worker
     processes (spawned: each compiles its own programs, sharing the persistent compilation cache); the report and
-    every trace equal a serial run's bit for bit."""
+    every trace equal a serial run's bit for bit. ``modules``: paths of the user's own experiment modules
+    (:func:`ratelab.modules.load_module`), imported here and in every worker."""
+    from ratelab.modules import load_module
+
     check_positive_int("jobs", jobs)
+    modules = tuple(str(Path(m).expanduser().resolve()) for m in modules)
+    for path in modules:
+        load_module(path)
     exps = [get(i) for i in dict.fromkeys(ids)] if ids else experiments()
     for exp in exps:
         plan(exp, mode, overrides)
     prepare_out(out)
     if jobs > 1 and len(exps) > 1:
-        results = _run_parallel(exps, mode, out, overrides, force, min(jobs, len(exps)), progress, log)
+        results = _run_parallel(exps, mode, out, overrides, force, min(jobs, len(exps)), progress, log, modules)
     else:
         results = [run_experiment(e, mode, out=out, overrides=overrides, force=force, progress=progress, log=log)
                    for e in exps]
-    md, js = write_report(out, results, mode)
-    write_page(out)  # index.html, from the files just written
+    with folder_lock(out, log):  # two verifies into one folder: one report pair at a time
+        md, js = write_report(out, results, mode)
+        write_page(out)  # index.html, from the files just written
     return Report(mode, results, rows(results), md, js)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import sys
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from urllib.parse import quote
 from ratelab.claims import POWERS, STATUSES
 from ratelab.errors import RatelabError
 from ratelab.io import atomic_write_text
-from ratelab.report import control_text, measured_text, number_text, rows, summary
+from ratelab.report import control_text, measured_text, number_text, report_pair_agrees, rows, summary
 
 PAGE = "index.html"
 STATUS_RANK = {"FAIL": 0, "INCONCLUSIVE": 1, "PASS": 2}  # sorting ascending puts the worst first
@@ -52,6 +53,9 @@ def load_folder(folder: str | os.PathLike) -> tuple[dict[str, Any], list[dict]]:
     embedded: list[dict] = []
     if (folder / "report.json").exists():
         meta = _read_json(folder / "report.json")
+        if not report_pair_agrees(folder, meta):
+            print(f"ratelab: warning: {folder / 'REPORT.md'} is not the report {folder / 'report.json'} was written "
+                  "with (an interrupted or older write); the page follows report.json", file=sys.stderr, flush=True)
         embedded = meta.pop("experiments", [])
         meta.pop("claims", None)
         ids = [e["id"] for e in embedded]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -83,8 +84,22 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, text + "\n")
 
 
-def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
-    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray], *, compress: bool = True) -> Path:
+    """``compress=False`` for scratch files read back soon (checkpoints): floats barely compress, and zlib costs
+    more than the write."""
+    return atomic_write(path, lambda f: (np.savez_compressed if compress else np.savez)(f, **arrays))
+
+
+def sha256_file(path: str | os.PathLike) -> str | None:
+    """The file's sha256 (hex), or None when it cannot be read."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 def _finite(obj: Any) -> Any:

@@ -7,6 +7,8 @@ import hashlib
 import json
 import platform
 import sys
+import sysconfig
+import types
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,57 @@ def code_version() -> str:
         for path in sorted((root / pkg).rglob("*.py")):
             h.update(str(path.relative_to(root)).encode())
             h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _installed_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")} | {sys.prefix, sys.base_prefix}
+    return tuple(str(Path(r).resolve()) for r in roots if r)
+
+
+def _own_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def user_sources(objects: Any) -> list[Path]:
+    """The source files of the user modules behind ``objects`` (functions, classes, modules): the module defining
+    each, and, recursively, every module whose objects it names, leaving out the installed packages (the standard
+    library, site-packages) and the ratelab packages, which :func:`code_version` hashes already."""
+    installed, own = _installed_roots(), _own_root()
+    seen: dict[str, Path] = {}
+
+    def visit(module: types.ModuleType | None) -> None:
+        path = getattr(module, "__file__", None)
+        if module is None or not path or module.__name__ in seen or not path.endswith(".py"):
+            return
+        resolved = Path(path).resolve()
+        text = str(resolved)
+        if text.startswith(installed) or any(resolved.is_relative_to(own / p) for p in PACKAGES):
+            return
+        seen[module.__name__] = resolved
+        for value in vars(module).values():
+            visit(value if isinstance(value, types.ModuleType)
+                  else sys.modules.get(getattr(value, "__module__", None) or ""))
+
+    for obj in objects:
+        visit(obj if isinstance(obj, types.ModuleType) else sys.modules.get(getattr(obj, "__module__", None) or ""))
+    return sorted(seen.values())
+
+
+def experiment_code_version(objects: Any) -> str:
+    """:func:`code_version` joined with the hash of the user modules behind ``objects`` (an experiment's execute,
+    claims, validate and figures): editing one's own solver outside the ratelab packages changes it too."""
+    extra = user_sources(objects)
+    if not extra:
+        return code_version()
+    h = hashlib.sha256(code_version().encode())
+    for path in extra:
+        h.update(str(path).encode())
+        try:
+            h.update(path.read_bytes())
+        except OSError:
+            h.update(b"<unreadable>")
     return h.hexdigest()[:16]
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ratelab.io import atomic_write_json, atomic_write_text
+from ratelab.io import atomic_write_json, atomic_write_text, sha256_file
 from ratelab.provenance import versions
 
 
@@ -163,10 +163,20 @@ def write_report(out: str | Path, results: list[dict], mode: str) -> tuple[Path,
                   f"{r['config']['steps']} steps, wall {t['wall_s']:.1f}s (compile {t['compile_s']:.1f}s), "
                   f"diverged seeds {div['diverged_seeds']}/{div['of']}"
                   f"{', reused' if r.get('reused') else ''}.")
+    # report.json is the pair's commit record: removed first, written last with REPORT.md's hash, so a kill in
+    # between leaves no report.json (a REPORT.md without its record counts as absent: see report_pair_agrees)
+    (out / "report.json").unlink(missing_ok=True)
     md_path = atomic_write_text(out / "REPORT.md", "\n".join(md) + "\n")
     json_path = atomic_write_json(out / "report.json", {"mode": mode, "generated": stamp, "versions": v,
+                                                         "report_md_sha256": sha256_file(md_path),
                                                          "claims": table, "experiments": results})
     return md_path, json_path
+
+
+def report_pair_agrees(folder: str | Path, data: dict) -> bool:
+    """``REPORT.md`` is the one ``report.json`` (read as ``data``) was written with (its recorded sha256)."""
+    recorded = data.get("report_md_sha256") if isinstance(data, dict) else None
+    return recorded is not None and sha256_file(Path(folder) / "REPORT.md") == recorded
 
 
 # ------------------------------------------------------------------------------------------ notebook display

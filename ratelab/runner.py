@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ratelab import progress as _progress
+from ratelab.budget import check_run_memory
 from ratelab.errors import RatelabError
 from ratelab.solver import Solver
 from ratelab.validate import check_choice, check_positive_int
@@ -202,8 +203,9 @@ def _describe(tree: Any) -> str:
     return str(jax.tree_util.tree_map(lambda x: f"{x.dtype}{list(x.shape)}", tree))
 
 
-def _check_protocol(make: Callable, value: Any, problem: Any, key: jax.Array) -> dict[str, Any]:
-    """Trace init/sample/step abstractly (no compute) and explain the first thing that does not fit."""
+def _check_protocol(make: Callable, value: Any, problem: Any, key: jax.Array) -> tuple[dict[str, Any], Any, Any]:
+    """Trace init/sample/step abstractly (no compute) and explain the first thing that does not fit. Returns the
+    metrics' shapes, and the shapes of one seed's state and one step's sample (for the memory estimate)."""
     solver, prob = _instantiate(make, value, problem)
     try:
         state = jax.eval_shape(solver.init, prob, key)
@@ -232,7 +234,7 @@ def _check_protocol(make: Callable, value: Any, problem: Any, key: jax.Array) ->
     bad = {k: v.shape for k, v in metrics.items() if v.shape != ()}
     if bad:
         raise RatelabError(f"metrics must be scalars, got shapes {bad}")
-    return metrics
+    return metrics, state, xi
 
 
 def _block_fn(make: Callable, log_every: int, aggregate: str, metric_spec: dict[str, Any]) -> Callable:
@@ -330,20 +332,37 @@ def _fingerprint(*parts: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _save_checkpoint(path: Path, fingerprint: str, next_block: int, state: Any, logged: dict[str, list]) -> None:
+def _part_path(path: Path, first_block: int) -> Path:
+    return path.with_name(f"{path.name}.part-{first_block:09d}")
+
+
+def remove_checkpoint(path: str | os.PathLike) -> None:
+    """Delete a checkpoint: its state file and every metric part."""
+    path = Path(path)
+    for part in path.parent.glob(f"{path.name}.part-*"):
+        part.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+
+
+def _save_checkpoint(path: Path, fingerprint: str, next_block: int, state: Any, parts: list[int],
+                     new_part: dict[str, np.ndarray]) -> None:
+    """Append one chunk: its logged metrics go to a part file of their own (written once, never rewritten), then
+    the state file (the commit record: fingerprint, next block, solver state, the parts' first blocks) replaces
+    the previous one. A kill between the two leaves a part the state does not name, overwritten on resume."""
     from ratelab.io import atomic_savez
 
-    arrays = {"fingerprint": np.asarray(fingerprint), "next_block": np.asarray(next_block)}
+    atomic_savez(_part_path(path, parts[-1]), {"fingerprint": np.asarray(fingerprint),
+                                               **{f"metric_{k}": v for k, v in new_part.items()}}, compress=False)
+    arrays = {"fingerprint": np.asarray(fingerprint), "next_block": np.asarray(next_block),
+              "parts": np.asarray(parts, np.int64)}
     for i, leaf in enumerate(jax.tree_util.tree_leaves(state)):
         if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             leaf = jax.random.key_data(leaf)
         arrays[f"state_{i}"] = np.asarray(leaf)
-    for k, chunks in logged.items():
-        arrays[f"metric_{k}"] = np.concatenate(chunks, axis=-1)
-    atomic_savez(path, arrays)
+    atomic_savez(path, arrays, compress=False)
 
 
-def _load_checkpoint(path: Path, fingerprint: str, state: Any) -> tuple[int, Any, dict[str, list]] | None:
+def _load_checkpoint(path: Path, fingerprint: str, state: Any) -> tuple[int, Any, dict[str, list], list[int]] | None:
     try:
         with np.load(path) as z:
             if str(z["fingerprint"]) != fingerprint:
@@ -356,8 +375,19 @@ def _load_checkpoint(path: Path, fingerprint: str, state: Any) -> tuple[int, Any
                     restored.append(jax.random.wrap_key_data(arr, impl=jax.random.key_impl(leaf)))
                 else:
                     restored.append(jnp.asarray(arr, leaf.dtype))
-            logged = {k[len("metric_"):]: [z[k]] for k in z.files if k.startswith("metric_")}
-            return int(z["next_block"]), jax.tree_util.tree_unflatten(treedef, restored), logged
+            next_block, parts = int(z["next_block"]), [int(b) for b in z["parts"]]
+        logged: dict[str, list] = {}
+        for first in parts:
+            with np.load(_part_path(path, first)) as part:
+                if str(part["fingerprint"]) != fingerprint:
+                    raise ValueError(f"part {first} belongs to another run")
+                for k in part.files:
+                    if k.startswith("metric_"):
+                        logged.setdefault(k[len("metric_"):], []).append(part[k])
+        done = {k: sum(v.shape[-1] for v in chunks) for k, chunks in logged.items()}
+        if any(n != next_block for n in done.values()):
+            raise ValueError(f"the parts hold {sorted(set(done.values()))} blocks, the state says {next_block}")
+        return next_block, jax.tree_util.tree_unflatten(treedef, restored), logged, parts
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
         print(f"ratelab: ignoring unreadable checkpoint {path} ({type(err).__name__}); starting afresh",
               file=sys.stderr, flush=True)
@@ -419,7 +449,10 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
         key = _key_input(key, seeds)
         swept = values is not None
         probe_value = None if not swept else values[0]
-        metric_spec = _check_protocol(make, probe_value, problem, jax.ShapeDtypeStruct((), key.dtype))
+        metric_spec, state_spec, sample_spec = _check_protocol(make, probe_value, problem,
+                                                               jax.ShapeDtypeStruct((), key.dtype))
+        runs = (key.shape[0] if key.ndim else seeds) * (1 if values is None else len(values))
+        check_run_memory(runs, n_blocks, log_every, state_spec, sample_spec, metric_spec)
         vals = None if not swept else np.asarray(values, jnp.result_type(float))
 
         timings = {"compile_s": 0.0, "run_s": 0.0}
@@ -430,7 +463,7 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
         state, run_keys, seed_key_data = jax.block_until_ready(init(vals, problem, key))
         timings["run_s"] += time.perf_counter() - t0
 
-        start_block, logged = 0, {}
+        start_block, logged, parts = 0, {}, []
         ckpt = Path(checkpoint) if checkpoint is not None else None
         fingerprint = _fingerprint(steps, seeds, log_every, aggregate, chunks, bool(x64),
                                    np.asarray(seed_key_data).tobytes(),
@@ -439,7 +472,7 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
         if ckpt is not None and ckpt.exists():
             resumed = _load_checkpoint(ckpt, fingerprint, state)
             if resumed is not None:
-                start_block, state, logged = resumed
+                start_block, state, logged, parts = resumed
                 print(f"resuming from {ckpt}: {start_block * log_every} of {steps} steps done", file=sys.stderr,
                       flush=True)
 
@@ -454,12 +487,15 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
         while b < n_blocks:
             n = min(per_chunk, n_blocks - b)
             if n not in compiled:
-                compiled[n], spent = _compiled(
-                    ("chunk", identity, swept, n, log_every, aggregate), lambda n=n: _chunk_fn(block, n, swept),
-                    (vals, problem, run_keys, state, np.uint32(b)))
+                with _progress.stage(f"{what}: compiling", progress):
+                    compiled[n], spent = _compiled(
+                        ("chunk", identity, swept, n, log_every, aggregate), lambda n=n: _chunk_fn(block, n, swept),
+                        (vals, problem, run_keys, state, np.uint32(b)))
                 timings["compile_s"] += spent
             t0 = time.perf_counter()
-            state, metrics = jax.block_until_ready(compiled[n](vals, problem, run_keys, state, np.uint32(b)))
+            # one call for the whole run: no bar can move, so a stage line says it is running (on a terminal)
+            with _progress.stage(f"{what}: running {steps} steps", progress if n == n_blocks - start_block else False):
+                state, metrics = jax.block_until_ready(compiled[n](vals, problem, run_keys, state, np.uint32(b)))
             dt = time.perf_counter() - t0
             timings["run_s"] += dt
             block_dt.append(np.full(n, dt / n))
@@ -468,12 +504,13 @@ def _execute(make: Callable, values: Any, problem: Any, key: Any, *, steps: int,
             b += n
             bar.update(n * log_every)
             if ckpt is not None and b < n_blocks:
-                _save_checkpoint(ckpt, fingerprint, b, state, logged)
+                parts.append(b - n)
+                _save_checkpoint(ckpt, fingerprint, b, state, parts, {k: v[-1] for k, v in logged.items()})
             if on_chunk is not None:
                 on_chunk(b)
         bar.close()
-        if ckpt is not None and ckpt.exists() and not KEEP_CHECKPOINT.get():
-            ckpt.unlink()  # the harness keeps it until the result that supersedes it is on disk
+        if ckpt is not None and not KEEP_CHECKPOINT.get():
+            remove_checkpoint(ckpt)  # the harness keeps it until the result that supersedes it is on disk
 
         metrics = {k: np.concatenate(v, axis=-1) for k, v in logged.items()}
         final_state = jax.tree_util.tree_map(np.asarray, state)
