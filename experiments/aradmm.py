@@ -39,7 +39,6 @@ import json
 from typing import Any
 
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
 
 from ratelab.claims import Claim, Control
@@ -47,7 +46,7 @@ from ratelab.errors import RatelabError
 from ratelab.registry import Experiment, Panel, Paper, register
 from ratelab.runner import Trace, sweep, trace_from_arrays
 from ratelab.validate import check_choice, check_in_range, check_nonnegative, check_positive, check_positive_int
-from riemannian.aradmm import aradmm, radmm_parameters
+from riemannian.aradmm import aradmm, radmm_parameters, step_constants
 from riemannian.data import swept_index, take
 from riemannian.sparse_problems import make_sparse_pca
 
@@ -91,10 +90,12 @@ def _memo_key(cfg: dict[str, Any], key: jax.Array) -> str:
 def _runs(cfg: dict[str, Any], key: jax.Array, **run_kw: Any) -> dict[str, Trace]:
     problem = _problem(cfg)
     table = _parameters(cfg, problem)
+    lipschitz = step_constants(problem)
 
     def make(v):
         i = swept_index(v)
-        return aradmm(**{name: take(col, i) for name, col in table.items()}, random_init=True)
+        return aradmm(**{name: take(col, i) for name, col in table.items()}, random_init=True,
+                      lipschitz=lipschitz)
 
     tr = sweep(make, np.arange(len(VARIANTS)), problem, key, steps=cfg["steps"], seeds=cfg["seeds"],
                log_every=cfg["log_every"], x64=cfg["x64"], **run_kw)
@@ -163,26 +164,6 @@ def _claims(cfg: dict[str, Any]) -> list[Claim]:
     ]
 
 
-def _curves_figure(cfg: dict[str, Any], trace: Trace, verdicts: list) -> Any:
-    key = jax.random.key(cfg["seed"])
-    runs = _MEMO.get(_memo_key(cfg, key))
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    if runs is None:  # the trace was read back from disk: only the variant's own curve is at hand
-        runs = {cfg["variant"]: trace}
-    for j, (name, tr) in enumerate(runs.items()):
-        best = np.minimum.accumulate(np.maximum(tr["kkt_residual"], 1e-17), axis=-1)
-        ax.loglog(tr.steps, best.mean(axis=0), color=f"C{j}", lw=1.3, label=name)
-    k = trace.steps
-    ref = np.minimum.accumulate(trace["kkt_residual"], axis=-1).mean(axis=0)
-    i = int(np.searchsorted(k, cfg["steps"] / 10))
-    ax.loglog(k[i:], ref[i] * (k[i:] / k[i]) ** (-1 / 3), "k--", lw=0.8, label=r"$k^{-1/3}$")
-    ax.set(xlabel="iteration k", ylabel="exact KKT residual (running min, mean over seeds)",
-           title="sparse PCA: ARADMM against RADMM's smoothing and a constant penalty")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 _BASE = {"seed": 0, "data_seed": 1, "x64": True, "m": 20, "n": 30, "p": 2, "mu": 0.1, "rho0": 1.0,
          "penalty_power": 1.0 / 3.0, "c_eta": 0.5, "control_eps": 0.05, "variant": "aradmm"}
 
@@ -201,7 +182,6 @@ ARADMM_SPCA = register(Experiment(
     panels=(Panel(metric="kkt_residual", ylabel="exact KKT residual (running min)", transform="running_min"),
             Panel(metric="relative_kkt", ylabel="residual / residual at steps/100")),
     validate=_validate,
-    extra_figures={"variants": _curves_figure},
     tags=("riemannian", "admm"),
 ))
 

@@ -127,7 +127,8 @@ def aradmm_map(problem: CompositeProblem, state: ARADMMState, *, rho: Array, eta
 
 def aradmm(rho0: Any = 1.0, *, penalty_power: Any = 1.0 / 3.0, step_size: Any = None, c_eta: Any = 0.5,
            beta0: Any = None, adaptive_dual: Any = 1.0, gamma: Any = 0.0, retraction: str | None = None,
-           random_init: bool = False, sparsity_tol: float = 1e-5) -> Solver:
+           random_init: bool = False, lipschitz: tuple[float, float] | None = None,
+           sparsity_tol: float = 1e-5) -> Solver:
     """ARADMM (Deng, Jin, Hu, Wang, arXiv:2510.18617; Algorithm 1 as reconstructed in the module docstring) for a
     :class:`riemannian.sparse_problems.CompositeProblem`.
 
@@ -143,6 +144,8 @@ def aradmm(rho0: Any = 1.0, *, penalty_power: Any = 1.0 / 3.0, step_size: Any = 
         (RADMM's smoothing; a negative control whose KKT residual stops at gamma ||lambda~||).
       retraction: a retraction of the problem's manifold (None: its first).
       random_init: draw x_0 on the manifold from the init key (per seed) instead of ``problem.x0``.
+      lipschitz: (L_f, ||A||^2) for the default step, e.g. from :func:`step_constants` in NumPy (None: computed in
+        ``init`` by two SVDs, which cost the start program about half a second of compilation).
 
     Metrics: ``kkt_residual`` (the sum of ``kkt_grad``, ``kkt_feas``, ``kkt_subgrad``; module docstring),
     ``objective`` F(x) = f(x) + h(A x), ``feasibility`` ||X^T X - I||_F, ``rho``, ``beta``, ``eta``,
@@ -163,6 +166,11 @@ def aradmm(rho0: Any = 1.0, *, penalty_power: Any = 1.0 / 3.0, step_size: Any = 
         raise RatelabError(f"retraction must be None or a method name such as 'qr', got {retraction!r}")
     check_positive("sparsity_tol", sparsity_tol)
     eta_sched = None if step_size is None else as_schedule(step_size)
+    if lipschitz is not None:
+        if len(lipschitz) != 2:
+            raise RatelabError(f"lipschitz must be a pair (L_f, ||A||^2), got {lipschitz!r}")
+        check_nonnegative("lipschitz[0]", lipschitz[0])
+        check_positive("lipschitz[1]", lipschitz[1])
 
     def rho_of(k: Array, dtype: Any) -> Array:
         return rho0 * (k.astype(dtype) + 1.0) ** penalty_power
@@ -174,8 +182,10 @@ def aradmm(rho0: Any = 1.0, *, penalty_power: Any = 1.0 / 3.0, step_size: Any = 
         retraction_method(problem.manifold, retraction)
         x = problem.manifold.random_point(key, dtype=problem.x0.dtype) if random_init else problem.x0
         y = problem.lin(x)
-        lip = jnp.linalg.norm(problem.C, 2)
-        a_sq = jnp.linalg.norm(problem.B, 2) ** 2
+        if lipschitz is None:
+            lip, a_sq = jnp.linalg.norm(problem.C, 2), jnp.linalg.norm(problem.B, 2) ** 2
+        else:
+            lip, a_sq = (jnp.asarray(v, x.dtype) for v in lipschitz)
         zero = jnp.zeros((), x.dtype)
         # lambda_0 = 0; with smoothing (gamma > 0) RADMM's lambda_0 = grad h_gamma(y_0)
         g = jnp.maximum(jnp.asarray(gamma, x.dtype), jnp.finfo(x.dtype).tiny)
@@ -206,8 +216,14 @@ def radmm_parameters(problem: CompositeProblem, eps: float) -> dict[str, float]:
     (:func:`riemannian.admm.theory_parameters`: gamma = eps, rho = 1 / eps, eta = eps) (derived): constant penalty,
     constant full dual step, smoothing gamma, and c_eta = eta (L_f + rho ||A||^2) so that the default step is eta."""
     check_positive("eps", eps)
-    lip = float(np.linalg.norm(np.asarray(problem.C, float), 2))
-    a_sq = float(np.linalg.norm(np.asarray(problem.B, float), 2)) ** 2
+    lip, a_sq = step_constants(problem)
     rho = 1.0 / eps
     return {"rho0": rho, "penalty_power": 0.0, "beta0": rho, "adaptive_dual": 0.0, "gamma": eps,
             "c_eta": eps * (lip + rho * a_sq)}
+
+
+def step_constants(problem: CompositeProblem) -> tuple[float, float]:
+    """(L_f, ||A||^2) = (||C||_2, ||B||_2^2) in NumPy: the Lipschitz constant of grad f(X) = -C X and the squared
+    norm of the linear map, the constants of the default step c_eta / (L_f + rho_k ||A||^2)."""
+    return (float(np.linalg.norm(np.asarray(problem.C, float), 2)),
+            float(np.linalg.norm(np.asarray(problem.B, float), 2)) ** 2)
