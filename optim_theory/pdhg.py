@@ -118,6 +118,8 @@ class _State(NamedTuple):
     kkt_prev: jax.Array  # the candidate's KKT error at the previous check of this restart period
     omega: jax.Array
     frozen: jax.Array
+    x_out: jax.Array  # the last check's output point (the restart candidate)
+    y_out: jax.Array
 
 
 def restarted_pdhg(lp: LP, *, eta: Any, steps: int, restart: Any = 1.0, check_every: int = CHECK_EVERY,
@@ -138,7 +140,7 @@ def restarted_pdhg(lp: LP, *, eta: Any, steps: int, restart: Any = 1.0, check_ev
 
     Returns per check (``steps // check_every`` values): ``kkt`` of the output point (the better of the current
     and the average iterate, PDLP's restart candidate), ``x_err``, ``restarts`` (cumulative count), ``omega``;
-    and ``kkt0`` at x = 0, y = 0. A run whose iterates pass ``BLOW_UP`` in size (or turn non-finite) is frozen
+    and ``kkt0`` at x = 0, y = 0, and the last output point ``x``, ``y``. A run whose iterates pass ``BLOW_UP`` in size (or turn non-finite) is frozen
     there and reports ``kkt = x_err = BLOW_UP`` from then on (finite, so a diverging arm reads as divergence).
     """
     check_positive("eta", eta)
@@ -158,7 +160,7 @@ def restarted_pdhg(lp: LP, *, eta: Any, steps: int, restart: Any = 1.0, check_ev
     zx, zy = jnp.zeros(n, A.dtype), jnp.zeros(m, A.dtype)
     kkt0 = kkt_error(lp, zx, zy)
     state = _State(zx, zy, zx, zy, jnp.zeros((), A.dtype), jnp.zeros((), A.dtype), zx, zy, kkt0,
-                   jnp.asarray(jnp.inf, A.dtype), initial_primal_weight(lp), jnp.zeros((), bool))
+                   jnp.asarray(jnp.inf, A.dtype), initial_primal_weight(lp), jnp.zeros((), bool), zx, zy)
 
     def inner(carry, _):
         x, y, xs, ys, omega = carry
@@ -184,8 +186,8 @@ def restarted_pdhg(lp: LP, *, eta: Any, steps: int, restart: Any = 1.0, check_ev
                             + (1 - theta) * jnp.log(s.omega))
         omega = jnp.where(do & ok, new_omega, s.omega)
         restarted = _State(xc, yc, zx, zy, jnp.zeros_like(t), total, xc, yc, kc, jnp.asarray(jnp.inf, A.dtype),
-                           omega, s.frozen)
-        kept = _State(x, y, xs, ys, t, total, s.x_start, s.y_start, s.kkt_start, kc, s.omega, s.frozen)
+                           omega, s.frozen, xc, yc)
+        kept = _State(x, y, xs, ys, t, total, s.x_start, s.y_start, s.kkt_start, kc, s.omega, s.frozen, xc, yc)
         new = jax.tree_util.tree_map(lambda a, b: jnp.where(do, a, b), restarted, kept)
         size = jnp.maximum(jnp.max(jnp.abs(new.x)), jnp.max(jnp.abs(new.y)))
         frozen = s.frozen | ~jnp.isfinite(size) | (size > BLOW_UP)
@@ -195,9 +197,9 @@ def restarted_pdhg(lp: LP, *, eta: Any, steps: int, restart: Any = 1.0, check_ev
                "restarts": do.astype(A.dtype), "omega": new.omega}
         return new, out
 
-    _, out = jax.lax.scan(block, state, None, length=steps // check_every)
+    final, out = jax.lax.scan(block, state, None, length=steps // check_every)
     out["restarts"] = jnp.cumsum(out["restarts"])
-    return {**out, "kkt0": kkt0}
+    return {**out, "kkt0": kkt0, "x": final.x_out, "y": final.y_out}
 
 
 # ------------------------------------------------------------------------------------------------ derived theory
