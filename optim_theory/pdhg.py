@@ -140,8 +140,9 @@ def restarted_pdhg(lp: LP, *, eta: Any, steps: int, restart: Any = 1.0, check_ev
 
     Returns per check (``steps // check_every`` values): ``kkt`` of the output point (the better of the current
     and the average iterate, PDLP's restart candidate), ``x_err``, ``restarts`` (cumulative count), ``omega``;
-    and ``kkt0`` at x = 0, y = 0, and the last output point ``x``, ``y``. A run whose iterates pass ``BLOW_UP`` in size (or turn non-finite) is frozen
-    there and reports ``kkt = x_err = BLOW_UP`` from then on (finite, so a diverging arm reads as divergence).
+    and ``kkt0`` at x = 0, y = 0, and the last output point ``x``, ``y``. A run whose current iterate passes
+    ``BLOW_UP`` in size (or turns non-finite) is frozen there and reports ``kkt = x_err = BLOW_UP`` from then on
+    (finite, so a diverging arm reads as divergence).
     """
     check_positive("eta", eta)
     check_positive_int("check_every", check_every)
@@ -167,12 +168,14 @@ def restarted_pdhg(lp: LP, *, eta: Any, steps: int, restart: Any = 1.0, check_ev
         x, y = pdhg_step(lp, x, y, eta / omega, eta * omega)
         return (x, y, xs + x, ys + y, omega), None
 
+    kkt2 = jax.vmap(lambda x, y: kkt_error(lp, x, y))
+
     def block(s: _State, _):
         (x, y, xs, ys, _), _ = jax.lax.scan(inner, (s.x, s.y, s.x_sum, s.y_sum, s.omega), None, length=check_every)
         t = s.inner + check_every
         total = s.total + check_every
         xa, ya = xs / t, ys / t
-        k_cur, k_avg = kkt_error(lp, x, y), kkt_error(lp, xa, ya)
+        k_cur, k_avg = kkt2(jnp.stack([x, xa]), jnp.stack([y, ya]))
         use_avg = k_avg < k_cur
         xc, yc = jnp.where(use_avg, xa, x), jnp.where(use_avg, ya, y)
         kc = jnp.minimum(k_avg, k_cur)
@@ -182,19 +185,28 @@ def restarted_pdhg(lp: LP, *, eta: Any, steps: int, restart: Any = 1.0, check_ev
             | (t >= beta_artificial * total))
         dx, dy = jnp.linalg.norm(xc - s.x_start), jnp.linalg.norm(yc - s.y_start)
         ok = (dx > 1e-10) & (dy > 1e-10)
-        new_omega = jnp.exp(theta * jnp.log(jnp.where(ok, dy, 1.0) / jnp.where(ok, dx, 1.0))
-                            + (1 - theta) * jnp.log(s.omega))
-        omega = jnp.where(do & ok, new_omega, s.omega)
-        restarted = _State(xc, yc, zx, zy, jnp.zeros_like(t), total, xc, yc, kc, jnp.asarray(jnp.inf, A.dtype),
-                           omega, s.frozen, xc, yc)
-        kept = _State(x, y, xs, ys, t, total, s.x_start, s.y_start, s.kkt_start, kc, s.omega, s.frozen, xc, yc)
-        new = jax.tree_util.tree_map(lambda a, b: jnp.where(do, a, b), restarted, kept)
-        size = jnp.maximum(jnp.max(jnp.abs(new.x)), jnp.max(jnp.abs(new.y)))
+        ratio = jnp.where(ok, dy, 1.0) / jnp.where(ok, dx, 1.0)
+        # PDLP: omega <- exp(theta log(dy / dx) + (1 - theta) log omega); theta = 1/2 is a square root
+        new_omega = jnp.sqrt(ratio * s.omega) if theta == 0.5 else ratio**theta * s.omega ** (1 - theta)
+        size = jnp.maximum(jnp.max(jnp.abs(x)), jnp.max(jnp.abs(y)))
         frozen = s.frozen | ~jnp.isfinite(size) | (size > BLOW_UP)
-        new = jax.tree_util.tree_map(lambda a, b: jnp.where(frozen, a, b), s, new)._replace(frozen=frozen)
+        do_now = do & ~frozen
+        keep = ~frozen & ~do
+        new = _State(
+            x=jnp.where(do_now, xc, jnp.where(frozen, s.x, x)),
+            y=jnp.where(do_now, yc, jnp.where(frozen, s.y, y)),
+            x_sum=jnp.where(keep, xs, jnp.where(frozen, s.x_sum, 0.0)),
+            y_sum=jnp.where(keep, ys, jnp.where(frozen, s.y_sum, 0.0)),
+            inner=jnp.where(keep, t, jnp.where(frozen, s.inner, 0.0)),
+            total=total,
+            x_start=jnp.where(do_now, xc, s.x_start), y_start=jnp.where(do_now, yc, s.y_start),
+            kkt_start=jnp.where(do_now, kc, s.kkt_start),
+            kkt_prev=jnp.where(do_now, jnp.inf, jnp.where(frozen, s.kkt_prev, kc)),
+            omega=jnp.where(do_now & ok, new_omega, s.omega), frozen=frozen,
+            x_out=jnp.where(frozen, s.x_out, xc), y_out=jnp.where(frozen, s.y_out, yc))
         out = {"kkt": jnp.where(frozen, BLOW_UP, kc),
                "x_err": jnp.where(frozen, BLOW_UP, jnp.max(jnp.abs(xc - x_ref))),
-               "restarts": do.astype(A.dtype), "omega": new.omega}
+               "restarts": do_now.astype(A.dtype), "omega": new.omega}
         return new, out
 
     final, out = jax.lax.scan(block, state, None, length=steps // check_every)
