@@ -333,7 +333,7 @@ def pagerank_lp(seed: int, n: int, degree: int = 3, damping: float = 0.85, *, wi
     degree 3, lambda = 0.85). Derived here: summing the inequality rows gives 1^T x - lambda 1^T x >= 1 - lambda
     with equality forced by sum x = 1, so every slack is 0 and x = (1 - lambda)(I - lambda S)^{-1} 1 / n, the
     PageRank vector, is the only feasible point. ``with_sum=False`` zeroes the sum row (same shapes): the
-    feasible set becomes a cone of points x >= x_PR (componentwise), no longer one point."""
+    feasible set becomes the translated cone x_PR + (I - lambda S)^{-1} R^n_+, no longer one point."""
     check_in_range("damping", damping, 0.0, 1.0, closed="neither")
     adj = barabasi_albert(seed, n, degree)
     S = adj / adj.sum(axis=0, keepdims=True)
