@@ -152,6 +152,32 @@ def stay_count(opt: optax.GradientTransformation, inst: Instance, p0, eps, steps
     return count, dead
 
 
+def success_tail(opt: optax.GradientTransformation, inst: Instance, p0, eps, steps: int, tail: int, *, noise=None,
+                 blowup: float = 1e6):
+    """The fraction of the last ``tail`` iterates of ``steps`` with ||grad f|| <= eps (0 after a blow-up), and whether
+    the run blew up (left ||x|| <= ``blowup`` or became non-finite; it is then frozen). ``noise`` as in
+    :func:`stay_count`."""
+    if not 0 < tail <= steps:
+        raise RatelabError(f"tail must be in [1, steps = {steps}], got {tail}")
+
+    def body(carry, inp):
+        p, s, hits, dead = carry
+        t, xi = inp
+        g = grad(inst, p)
+        u, s_new = opt.update(g + xi, s, p)
+        p_new = optax.apply_updates(p, u)
+        dead = dead | ~jnp.all(jnp.isfinite(p_new)) | (jnp.max(jnp.abs(p_new)) > blowup)
+        p = jnp.where(dead, p, p_new)
+        s = jax.tree.map(lambda a, b: jnp.where(dead, a, b), s, s_new)
+        ok = (jnp.linalg.norm(grad(inst, p)) <= eps) & ~dead & (t >= steps - tail)
+        return (p, s, hits + ok, dead), None
+
+    noise = jnp.zeros((steps, 2), p0.dtype) if noise is None else noise
+    init = (p0, opt.init(p0), jnp.asarray(0), jnp.asarray(False))
+    (_, _, hits, dead), _ = jax.lax.scan(body, init, (jnp.arange(steps), noise))
+    return jnp.where(dead, 0.0, hits / tail), dead
+
+
 def tuned(counts: np.ndarray, grid: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """The grid rule used for every method: the fewest iterations over the step-size grid (``axis``) and the step
     that gives them (the smallest such step on ties)."""
