@@ -8,28 +8,37 @@ f(x, y) = (m/a)(cosh(a x) - 1) + (s^2/L0)(sqrt(1 + (L0 y/s)^2) - 1), m = L0/a, (
 s = 2 eps (every point off the ramp's bowl is not eps-stationary), x0 with wall(x0) = split Delta and ramp(y0) =
 (1 - split) Delta, split ~ U(0.3, 0.7) per seed (the seeds are instances; the intervals are over them).
 Methods: optax.adam(lr) (b1 0.9, b2 0.999, eps 1e-8: optax's defaults) and optax.sgd(lr, momentum=0.9); each
-method's step is tuned by the same rule on the same geometric grid: the fewest iterations after which the iterate
-stays eps-stationary up to the horizon (recorded as ``lr_*``).
+method's step is tuned by the same rule on the same geometric grid (1e-3 to 1): the fewest iterations (below),
+the smallest step on ties (recorded as ``lr_*``).
 
 Experiments
 -----------
 * ``l0l1-delta``: tuned iterations against Delta at fixed eps. Claims: Adam's Delta-exponent = 1 +- 0.25 (the lower
   bound's), GDM's >= 1.5 (derived: ~ a^2 Delta^2 / (eps^2 log Delta)), GDM/Adam's exponent >= 0.5.
 * ``l0l1-eps``: tuned iterations against eps at fixed Delta: both eps-exponents = -2 +- 0.3.
-* ``l0l1-stochastic``: gradient + sigma N(0, I), a fixed horizon; success = the fraction of the last 10 % of
-  iterates that are eps-stationary. Adam's step is tuned on the first half of the seeds and judged on the second:
-  success >= 0.8; SGDM's best grid step (by mean success on the judged seeds) has success <= 0.2.
+* ``l0l1-stochastic`` (:mod:`experiments._l0l1_stochastic`, not registered: a WEAK and an INCONCLUSIVE claim).
 
-Pre-registration (commits 421a47c and its amendment, before each instance was run): the bands above with a = 1;
-the first run (a cost prototype) showed the wall never binds at a = 1 (the cap 2 log(2 a Delta_x/m)/(a^2 Delta_x)
-= 0.43 at Delta_x = 16 is looser than the bowl's), GDM 95 -> 852 iterations for Delta 4 -> 32 (exponent ~1.05),
-Adam 441 -> 2562 (~0.85), GDM 3-5x faster than Adam. The registered instance is a = L1 = 10, bands unchanged.
-Quick uses Delta in {4, 8, 16} (the full config's 4 -> 32 needs a 1.2e5-step horizon for GDM).
+"Iterations" = the first t with ||grad f(x_s)|| <= eps for W = 200 consecutive iterates (``window``).
+
+Measured (quick, float64, 6 instances): GDM's Delta-exponent 1.98 [1.79, 2.17] (PASS; 964 / 3233 / 15058
+iterations at Delta = 4 / 8 / 16, its step falling 0.023 -> 0.0058 as the wall demands), its quadratic-wall control
+0.36 (FAIL as it must); GDM / Adam 1.61 [1.41, 1.79] (PASS; control -0.67, FAIL); GDM's eps-exponent -1.98 [-1.984,
+-1.978] (PASS; fixed-slope control -0.02, FAIL). Adam does better than derived: Delta-exponent 0.38 [0.35, 0.41] and
+eps-exponent -0.54 [-0.56, -0.52], both FAIL (known failures, analysis on the claims): with steps 0.5-1 (the grid's
+top) it needs 74-187 iterations everywhere, 100x fewer than GDM at Delta = 16.
+
+Pre-registration (commits 421a47c, 60bbe79, d3ab7c5, each before the instance / criterion it registers was run):
+the bands above, first with a = 1; the first run (a cost prototype) showed the wall never binds at a = 1 (the cap
+2 log(2 a Delta_x/m)/(a^2 Delta_x) = 0.43 at Delta_x = 16 is looser than the bowl's): GDM 95 -> 852 iterations
+for Delta 4 -> 32 (exponent ~1.05), Adam 441 -> 2562 (~0.85), GDM 3-5x faster than Adam. The registered instance is
+a = L1 = 10, bands unchanged. The first criterion (eps-stationary from t up to the horizon) proved fragile for
+constant-step Adam (late spikes; float64 and float32 disagreed, numbers on the claims), hence W consecutive
+iterates. Quick uses Delta in {4, 8, 16} (the full config's 4 -> 32 needs a 1.2e5-step horizon for GDM).
 
 Negative controls: ``wall = quadratic`` (L1 = 0: the step cap disappears, GDM ~ Delta, separation ~ 0);
 ``split = 1`` (all of Delta in the wall: Adam ~ log Delta, exponent ~ 0); ``slope = fixed`` (s = 2 eps_max for every
 eps: the target is met only in the bowl, Adam ~ eps^-1, GDM ~ log(1/eps)); the stochastic controls are the quadratic
-wall (SGDM succeeds) and a horizon of 1/20 (Adam cannot cross the ramp).
+wall (SGDM succeeds) and a horizon of 1/20.
 """
 
 from __future__ import annotations
@@ -61,6 +70,21 @@ SRC_DERIVED = "derived here (optim_theory.nonuniform): the wall caps GDM's step 
 SRC_STOCH = "Wang et al. (2024, arXiv:2403.15146), abstract: instances where SGDM fails with any learning rate"
 SLOPES = ("eps", "fixed")
 
+_WHY = ("Adam's normalised step crosses the ramp at about lr per step, and the bowl does not force lr ~ eps / L0 as "
+        "derived: v-hat still remembers the ramp's s^2, so in the bowl Adam's step is about (lr / s) g, a GD step "
+        "that settles; tuned Adam sits at the grid's top steps (0.5-1.0) and a settling overhead of about 70 "
+        "iterations dominates. Adam beats the worst-case rate on this instance, which the paper's upper bound "
+        "O(Delta L0 eps^-2) allows; the derived equality does not hold.")
+ADAM_DELTA_FAILURE = (
+    "measured on the registered quick instance (6 instances, eps = 0.05, W = 200 consecutive iterates): tuned Adam "
+    "needs 93 / 121 / 158 iterations at Delta = 4 / 8 / 16, exponent 0.38 [0.35, 0.41], below the lower bound's 1. "
+    + _WHY + " The first criterion (stay eps-stationary up to the horizon) gave 0.75 [0.53, 1.12] in float64 and "
+    "0.45 [0.43, 0.46] in float32 (constant-step Adam's late spikes decide it).")
+ADAM_EPS_FAILURE = (
+    "measured on the registered quick instance (6 instances, Delta = 16, W = 200): tuned Adam needs 158 / 108 / 74 "
+    "iterations at eps = 0.05 / 0.1 / 0.2, exponent -0.54 [-0.56, -0.52], not -2. " + _WHY
+    + " The first criterion (stay to the horizon, float64) gave -1.28 [-1.45, -1.16].")
+
 
 def _grid(cfg: dict[str, Any]) -> np.ndarray:
     return np.geomspace(cfg["lr_min"], cfg["lr_max"], cfg["n_lr"])
@@ -90,7 +114,7 @@ def _counts(cfg: dict[str, Any], deltas: np.ndarray, epss: np.ndarray) -> tuple[
                 def one(d, e, sp, lr, method=method):
                     inst = _instance(cfg, _slope(cfg, e, eps_max))
                     opt = nu.optimizer(method, lr, momentum=cfg["momentum"])
-                    return nu.stay_count(opt, inst, nu.start(inst, d, sp), e, cfg["steps"])[0]
+                    return nu.stay_count(opt, inst, nu.start(inst, d, sp), e, cfg["steps"], window=cfg["window"])[0]
                 f = jax.vmap(one, (None, None, None, 0))
                 f = jax.vmap(f, (0, 0, None, None))
                 out[method] = jax.vmap(f, (None, None, 0, None))(D, E, S, G)  # [seeds, points, lr]
@@ -151,63 +175,11 @@ def _claims_eps(cfg: dict[str, Any]) -> list[Claim]:
     return [
         Claim(id="adam-eps", statement="tuned Adam's iterations scale like eps^-2 (the lower bound's, derived here "
               "for s = 2 eps: Delta_y L0 / (s lr) with lr ~ eps / L0): exponent -2 +- 0.3", metric="iters_adam",
-              expected=-2.0, tolerance=0.3, source=f"{SRC}; derived here", controls=(fixed,)),
+              expected=-2.0, tolerance=0.3, source=f"{SRC}; derived here", controls=(fixed,),
+              known_failure=ADAM_EPS_FAILURE),
         Claim(id="gdm-eps", statement="tuned GDM's iterations scale like eps^-2 on this family (derived: the ramp "
               "takes Delta_y / (eta s^2) steps at the wall's cap eta): exponent -2 +- 0.3", metric="iters_sgdm",
               expected=-2.0, tolerance=0.3, source="derived here", controls=(fixed,)),
-    ]
-
-
-# ---------------------------------------------------------------------------------------------- stochastic
-
-
-def _execute_stochastic(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
-    grid, S, T = _grid(cfg), cfg["seeds"], cfg["steps"]
-    splits, tail = _splits(cfg, S), max(1, T // 10)
-    with jax.enable_x64(bool(cfg["x64"])):
-        inst = _instance(cfg, 2.0 * cfg["eps"])
-        noise = cfg["sigma"] * jax.random.normal(key, (S, T, 2), dtype=jnp.float32)
-
-        def study(noise, S_, G):
-            out = {}
-            for method in nu.METHODS:
-                def one(xi, sp, lr, method=method):
-                    opt = nu.optimizer(method, lr, momentum=cfg["momentum"])
-                    return nu.success_tail(opt, inst, nu.start(inst, cfg["delta"], sp), cfg["eps"], T, tail,
-                                           noise=xi.astype(jnp.float64 if cfg["x64"] else jnp.float32))
-                f = jax.vmap(one, (None, None, 0))
-                out[method] = jax.vmap(f, (0, 0, None))(noise, S_, G)  # ([seeds, lr], [seeds, lr])
-            return out
-
-        out, timings = call(study, noise, jnp.asarray(splits), jnp.asarray(grid), desc="l0l1-stochastic")
-    half = S // 2
-    metrics: dict[str, np.ndarray] = {}
-    for m in nu.METHODS:
-        succ, dead = (np.asarray(v, dtype=float) for v in out[m])
-        metrics[f"success_{m}"], metrics[f"blowup_{m}"] = succ[half:], dead[half:]
-    tuned = int(np.argmax(out["adam"][0][:half].mean(axis=0)))  # the tuning half's best step
-    n = grid.size
-    metrics["adam_tuned"] = np.repeat(metrics["success_adam"][:, tuned:tuned + 1], n, axis=1)
-    best = int(np.argmax(metrics["success_sgdm"].mean(axis=0)))  # SGDM's best step on the judged seeds
-    metrics["sgdm_best"] = np.repeat(metrics["success_sgdm"][:, best:best + 1], n, axis=1)
-    metrics["lr_adam_tuned"] = np.full((S - half, n), grid[tuned])
-    metrics["lr_sgdm_best"] = np.full((S - half, n), grid[best])
-    return trace_from_arrays(grid, metrics, timings=timings)
-
-
-def _claims_stochastic(cfg: dict[str, Any]) -> list[Claim]:
-    T = cfg["steps"]
-    return [
-        Claim(id="adam-converges", statement="Adam at its tuned step (tuned on the other half of the seeds) is "
-              f"eps-stationary on >= 80 % of the last 10 % of {T} steps (mean over seeds)", metric="adam_tuned",
-              kind="value", relation="ge", expected=0.9, tolerance=0.1, source=SRC_STOCH,
-              controls=(Control("short-horizon", f"steps = {T // 20}: below Adam's derived need Delta_y L0 / (s lr), "
-                                "the ramp is not crossed", overrides={"steps": T // 20}),)),
-        Claim(id="sgdm-fails", statement="SGDM fails for every step on the grid: at its best step, eps-stationary on "
-              f"<= 20 % of the last 10 % of {T} steps (larger steps blow up on the wall, smaller ones are too slow)",
-              metric="sgdm_best", kind="value", relation="le", expected=0.1, tolerance=0.1, source=SRC_STOCH,
-              controls=(Control("quadratic-wall", "wall = quadratic (L1 = 0): no step cap, SGDM crosses the ramp "
-                                "within the horizon", overrides=_QUAD),)),
     ]
 
 
@@ -228,7 +200,11 @@ def _validate(cfg: dict[str, Any]) -> None:
         raise RatelabError(f"lr_min must be below lr_max, got {cfg['lr_min']:g} >= {cfg['lr_max']:g}")
     for k in ("eps", "delta", "eps_min", "eps_max", "delta_min", "delta_max", "sigma"):
         if k in cfg:
-            check_positive(k, cfg[k]) if k != "sigma" else None
+            check_positive(k, cfg[k])
+    if "window" in cfg:
+        check_positive_int("window", cfg["window"])
+        if cfg["window"] > cfg["steps"]:
+            raise RatelabError(f"window must be at most steps = {cfg['steps']}, got {cfg['window']}")
     for lo, hi, n in (("delta_min", "delta_max", "n_delta"), ("eps_min", "eps_max", "n_eps")):
         if lo in cfg:
             check_positive_int(n, cfg[n])
@@ -237,7 +213,7 @@ def _validate(cfg: dict[str, Any]) -> None:
 
 
 _C = {"seed": 0, "x64": True, "log_every": 1, "l0": 1.0, "a": 10.0, "wall": "exp", "slope": "eps", "split": -1.0,
-      "momentum": 0.9, "lr_min": 1e-3, "lr_max": 1.0}
+      "momentum": 0.9, "lr_min": 1e-3, "lr_max": 1.0, "window": 200}
 _TAGS = ("optimizer", "adam", "generalized-smoothness")
 _LR_PANELS = (Panel(metric="lr_adam", ylabel="tuned step (Adam)", xlabel=r"$\Delta$"),
               Panel(metric="lr_sgdm", ylabel="tuned step (GDM)", xlabel=r"$\Delta$"))
@@ -246,7 +222,7 @@ register(Experiment(
     id="l0l1-delta", paper=WANG, figure="iterations to eps-stationarity vs the initial gap Delta",
     title="(L0, L1)-smooth wall + ramp: tuned Adam ~ Delta, tuned GDM ~ Delta^2 (deterministic)",
     configs={
-        "quick": {**_C, "seeds": 6, "steps": 40_000, "n_lr": 22, "eps": 0.05, "delta_min": 4.0, "delta_max": 16.0,
+        "quick": {**_C, "seeds": 6, "steps": 30_000, "n_lr": 22, "eps": 0.05, "delta_min": 4.0, "delta_max": 16.0,
                   "n_delta": 3},
         "full": {**_C, "seeds": 32, "steps": 120_000, "n_lr": 43, "eps": 0.05, "delta_min": 4.0, "delta_max": 32.0,
                  "n_delta": 4},
@@ -262,7 +238,7 @@ register(Experiment(
     id="l0l1-eps", paper=WANG, figure="iterations to eps-stationarity vs eps",
     title="(L0, L1)-smooth wall + ramp with slope 2 eps: tuned Adam and GDM ~ eps^-2 (deterministic)",
     configs={
-        "quick": {**_C, "seeds": 6, "steps": 40_000, "n_lr": 22, "delta": 16.0, "eps_min": 0.05, "eps_max": 0.2,
+        "quick": {**_C, "seeds": 6, "steps": 30_000, "n_lr": 22, "delta": 16.0, "eps_min": 0.05, "eps_max": 0.2,
                   "n_eps": 3},
         "full": {**_C, "seeds": 32, "steps": 120_000, "n_lr": 43, "delta": 32.0, "eps_min": 0.05, "eps_max": 0.2,
                  "n_eps": 3},
@@ -270,21 +246,5 @@ register(Experiment(
     execute=_execute_eps, claims=_claims_eps,
     panels=(Panel(metric="iters_adam", ylabel="iterations (Adam)", xlabel=r"$\varepsilon$"),
             Panel(metric="iters_sgdm", ylabel="iterations (GDM)", xlabel=r"$\varepsilon$")),
-    validate=_validate, tags=_TAGS,
-))
-
-register(Experiment(
-    id="l0l1-stochastic", paper=WANG, figure="success of SGDM and Adam over the step grid, noisy gradients",
-    title="(L0, L1)-smooth wall + ramp, gradient noise: SGDM fails at every grid step, tuned Adam converges",
-    configs={
-        "quick": {**_C, "x64": False, "seeds": 64, "steps": 3000, "n_lr": 16, "eps": 0.1, "delta": 16.0,
-                  "sigma": 0.05},
-        "full": {**_C, "x64": False, "seeds": 256, "steps": 3000, "n_lr": 32, "eps": 0.1, "delta": 16.0,
-                 "sigma": 0.05},
-    },
-    execute=_execute_stochastic, claims=_claims_stochastic,
-    panels=(Panel(metric="success_adam", ylabel="success (Adam)", xlabel="step size", yscale="linear"),
-            Panel(metric="success_sgdm", ylabel="success (SGDM)", xlabel="step size", yscale="linear"),
-            Panel(metric="blowup_sgdm", ylabel="blow-up fraction (SGDM)", xlabel="step size", yscale="linear")),
     validate=_validate, tags=_TAGS,
 ))
