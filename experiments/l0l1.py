@@ -214,6 +214,8 @@ def _validate(cfg: dict[str, Any]) -> None:
 
 _C = {"seed": 0, "x64": True, "log_every": 1, "l0": 1.0, "a": 10.0, "wall": "exp", "slope": "eps", "split": -1.0,
       "momentum": 0.9, "lr_min": 1e-3, "lr_max": 1.0, "window": 200}
+_DELTA_QUICK = {**_C, "seeds": 6, "steps": 30_000, "n_lr": 22, "eps": 0.05, "delta_min": 4.0, "delta_max": 16.0,
+                "n_delta": 3}
 _TAGS = ("optimizer", "adam", "generalized-smoothness")
 _LR_PANELS = (Panel(metric="lr_adam", ylabel="tuned step (Adam)", xlabel=r"$\Delta$"),
               Panel(metric="lr_sgdm", ylabel="tuned step (GDM)", xlabel=r"$\Delta$"))
@@ -222,8 +224,7 @@ register(Experiment(
     id="l0l1-delta", paper=WANG, figure="iterations to eps-stationarity vs the initial gap Delta",
     title="(L0, L1)-smooth wall + ramp: tuned Adam ~ Delta, tuned GDM ~ Delta^2 (deterministic)",
     configs={
-        "quick": {**_C, "seeds": 6, "steps": 30_000, "n_lr": 22, "eps": 0.05, "delta_min": 4.0, "delta_max": 16.0,
-                  "n_delta": 3},
+        "quick": _DELTA_QUICK,
         "full": {**_C, "seeds": 32, "steps": 120_000, "n_lr": 43, "eps": 0.05, "delta_min": 4.0, "delta_max": 32.0,
                  "n_delta": 4},
     },
