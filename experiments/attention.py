@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
@@ -164,5 +165,159 @@ KERNELS = register(Experiment(
               xlabel="embedding dimension D", yscale="linear"),
     ),
     validate=_validate,
+    tags=("transformer", "landscape"),
+))
+
+
+# ------------------------------------------------------------------------------------------ attention-softmax-stuck
+
+POINTS = ("A: candidate", "A: its init", "A: teacher", "B: worst run", "B: its init", "B: best run")
+
+
+def _point_facts(f, points):
+    """``[points, 3]``: |grad f|, f and lambda_min / lambda_max of the Hessian at each point of the stacked pytree
+    ``points`` (pure; jitted by the caller)."""
+
+    def one(p):
+        flat, unravel = jax.flatten_util.ravel_pytree(p)
+        g = lambda v: f(unravel(v))  # noqa: E731
+        ev = jnp.linalg.eigvalsh(jax.hessian(g)(flat))
+        return jnp.stack([jnp.linalg.norm(jax.grad(g)(flat)), g(flat), ev[0] / ev[-1]])
+
+    return jax.vmap(one)(points)
+
+
+def _instance_a(cfg: dict[str, Any]) -> tuple[np.ndarray, dict[str, float]]:
+    inst = att.query_only_instance(cfg["seed"], cfg["a_dim"], cfg["a_tokens"], cfg["a_inits"])
+
+    def search(X, Y, wv, starts, teacher):
+        def f(w):
+            return att.query_only_loss(w, X, Y, wv)
+
+        def one(w0):
+            w = jax.lax.scan(lambda w, _: (w - cfg["a_step"] * jax.grad(f)(w), None), w0, None,
+                             length=cfg["a_steps"])[0]
+            w = att.newton_polish(w, X, Y, wv, cfg["a_newton"])
+            return w, f(w), jnp.linalg.norm(jax.grad(f)(w))
+
+        w, loss, grad = jax.vmap(one)(starts)
+        # the candidate: the converged run (|grad| < 1e-6) with the largest loss
+        i = jnp.argmax(jnp.where(grad < 1e-6, loss, -jnp.inf))
+        facts = _point_facts(f, jnp.stack([w[i], starts[i], teacher]))
+        return facts, jnp.any(grad < 1e-6)
+
+    (facts, any_conv), timings = call(search, *(jnp.asarray(inst[k]) for k in ("X", "Y", "wv", "starts", "teacher")),
+                                      desc="softmax-stuck A")
+    if not any_conv:
+        raise RatelabError("instance A: no GD + Newton run converged (|grad| < 1e-6)")
+    return np.asarray(facts), timings
+
+
+def _instance_b(cfg: dict[str, Any]) -> tuple[np.ndarray, float, dict[str, float]]:
+    d = cfg["b_dim"]
+    X, Y, W = att.make_data(cfg["seed"], cfg["n_seq"], cfg["n_tok"], d, cfg["b_inits"])
+    x, y, w, m = att.embed(X, Y, W, d, d)
+
+    def runs(x, y, m, w):
+        def f(p):
+            return att.loss(p, x, y, "softmax")
+
+        def one(p):
+            lr = cfg["step_factor"] / att.value_curvature(p, x, y, "softmax")
+            p = att.gradient_descent(p, x, y, m, kernel="softmax", steps=cfg["b_steps"], learning_rate=lr)[0]
+            return p, f(p)
+
+        final, losses = jax.vmap(one)(w)
+        finite = jnp.isfinite(losses)
+        worst = jnp.argmax(jnp.where(finite, losses, -jnp.inf))
+        best = jnp.argmin(jnp.where(finite, losses, jnp.inf))
+        take = jax.tree.map(lambda a, b: jnp.stack([a[worst], b[worst], a[best]]), final, w)
+        return _point_facts(f, take), jax.tree.map(lambda b: b[worst], w)
+
+    (facts, init), timings = call(runs, jnp.asarray(x), jnp.asarray(y), jnp.asarray(m),
+                                  att.Params(*map(jnp.asarray, w)), desc="softmax-stuck B")
+    certificate = att.value_only_optimum(att.Params(*init), x, y, "softmax")
+    return np.asarray(facts), certificate, timings
+
+
+def _execute_stuck(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
+    with jax.enable_x64(True):
+        a, ta = _instance_a(cfg)
+        b, cert, tb = _instance_b(cfg)
+    rows = np.concatenate([a, b])  # [6 points, (grad, loss, hess ratio)]
+    optimum = np.array([0.0, 0.0, 0.0, cert, cert, cert])  # A: teacher; B: min over W_V at B's init (certificate)
+    metrics = {"grad_norm": rows[None, :, 0], "loss_gap": (rows[:, 1] - optimum)[None],
+               "hess_ratio": rows[None, :, 2], "optimum_certificate": optimum[None]}
+    timings = {k: ta.get(k, 0.0) + tb.get(k, 0.0) for k in set(ta) | set(tb)}
+    return trace_from_arrays(np.arange(6.0), metrics, timings=timings)
+
+
+def _claims_stuck(cfg: dict[str, Any]) -> list[Claim]:
+    a = f"instance A (Softmax, W^Q only, W^K = I, D = {cfg['a_dim']}, teacher targets, global optimum 0)"
+    b = (f"instance B (the kernels study's data, Softmax, D = {cfg['b_dim']} = 2 Nn, all three matrices trained, "
+         "global optimum 0 certified at B's init)")
+    a_miss = ("on the registered instance every one of the inits reached the teacher's loss 0 (gap ~1e-31 after "
+              "Newton): this instance has no suboptimal local solution to find; see instance B")
+    return [
+        Claim(id="A-stationary", statement=f"{a}: the candidate (largest-loss converged point) has |grad f| <= 1e-9",
+              metric="grad_norm", kind="value", relation="le", expected=0.0, tolerance=1e-9, window=_at(0),
+              source=SRC_STUCK, controls=(Control("init", "the candidate's GD init: not a stationary point",
+                                                  claim={"window": _at(1)}),)),
+        Claim(id="A-suboptimal", statement=f"{a}: the candidate's loss exceeds the global optimum by >= 1e-3",
+              metric="loss_gap", kind="value", relation="ge", expected=2e-3, tolerance=1e-3, window=_at(0),
+              source=SRC_STUCK, controls=(Control("teacher", "the teacher W^Q*: loss 0, the global optimum",
+                                                  claim={"window": _at(2)}),), known_failure=a_miss),
+        Claim(id="A-local-min", statement=f"{a}: the candidate is a strict local minimum: lambda_min / lambda_max of "
+              "the Hessian >= 1e-8", metric="hess_ratio", kind="value", relation="ge", expected=2e-8,
+              tolerance=1e-8, window=_at(0), source=SRC_STUCK,
+              no_control="the Hessian's sign pattern at a found point is the evidence itself; a registered saddle "
+              "to judge it on would have to be found the same way"),
+        Claim(id="B-stationary", statement=f"{b}: GD's worst run ends at |grad f| <= 1e-6 (loss normalised, f(0) = 1)",
+              metric="grad_norm", kind="value", relation="le", expected=0.0, tolerance=1e-6, window=_at(3),
+              source=SRC_STUCK, controls=(Control("init", "that run's init: not a stationary point",
+                                                  claim={"window": _at(4)}),)),
+        Claim(id="B-suboptimal", statement=f"{b}: the worst run's loss exceeds the certified global optimum by "
+              ">= 1e-3", metric="loss_gap", kind="value", relation="ge", expected=2e-3, tolerance=1e-3,
+              window=_at(3), source=SRC_STUCK,
+              controls=(Control("best-run", "the run with the smallest final loss", claim={"window": _at(5)}),)),
+        Claim(id="B-certificate", statement=f"{b}: the global optimum is 0: min over W^V of f at B's init "
+              "(least squares, closed form) <= 1e-12", metric="optimum_certificate", kind="value", relation="le",
+              expected=0.0, tolerance=1e-12, window=_at(4), source=SRC_LARGE,
+              no_control="a dimension below Nn (where the certificate is > 0) is a different instance; "
+              "tests/test_attention.py checks the closed form on both sides"),
+        Claim(id="B-no-negative-curvature", statement=f"{b}: the Hessian at the worst run's end has lambda_min / "
+              "lambda_max >= -1e-6 (a local minimum or a degenerate critical point, not a strict saddle)",
+              metric="hess_ratio", kind="value", relation="ge", expected=0.0, tolerance=1e-6, window=_at(3),
+              source=SRC_STUCK, no_control="as for A-local-min"),
+    ]
+
+
+def _validate_stuck(cfg: dict[str, Any]) -> None:
+    for name in ("a_dim", "a_tokens", "a_inits", "a_steps", "a_newton", "b_dim", "b_inits", "b_steps", "n_seq",
+                 "n_tok"):
+        check_positive_int(name, cfg[name])
+    check_positive("a_step", cfg["a_step"])
+    check_in_range("step_factor", cfg["step_factor"], 0.0, 1.0, closed="right")
+
+
+_S = {"seed": 0, "x64": True, "seeds": 1, "steps": 1, "log_every": 1, "a_dim": 2, "a_tokens": 4, "a_inits": 256,
+      "a_steps": 2000, "a_step": 1.0, "a_newton": 20, "b_dim": 16, "b_inits": 40, "b_steps": 6000, "n_seq": 2,
+      "n_tok": 4, "step_factor": 0.5}
+
+STUCK = register(Experiment(
+    id="attention-softmax-stuck",
+    paper=SONG,
+    figure="a Softmax critical point above the global optimum: gradient, loss gap and Hessian eigenvalue ratio",
+    title="One attention layer: a found Softmax point with zero gradient above the global optimum, and its Hessian",
+    configs={"quick": dict(_S), "full": dict(_S)},
+    execute=_execute_stuck,
+    claims=_claims_stuck,
+    panels=(
+        Panel(metric="grad_norm", ylabel="|grad f|", xlabel="point (0-2: instance A, 3-5: instance B)",
+              xscale="linear"),
+        Panel(metric="loss_gap", ylabel="f - f*", xlabel="point (0-2: instance A, 3-5: instance B)",
+              xscale="linear"),
+    ),
+    validate=_validate_stuck,
     tags=("transformer", "landscape"),
 ))

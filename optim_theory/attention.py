@@ -26,6 +26,7 @@ corner, and GD on the masked parameters is exactly GD on the D-dimensional probl
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -34,7 +35,7 @@ import numpy as np
 import optax
 
 from ratelab.errors import RatelabError
-from ratelab.validate import check_choice, check_positive, check_positive_int
+from ratelab.validate import check_choice, check_positive_int
 
 KERNELS = ("softmax", "gaussian")
 
@@ -73,11 +74,21 @@ def loss(params: Params, X: jax.Array, Y: jax.Array, kernel: str) -> jax.Array:
     return jnp.sum((out - Y) ** 2) / jnp.sum(Y**2)
 
 
+def stacked_inputs(params: Params, X: jax.Array, kernel: str) -> jax.Array:
+    """``[N n, D]`` the matrix A = [S_1 X_1; ...; S_N X_N] that W^V multiplies (jitted; ``kernel`` static)."""
+    return _stacked(params, X, kernel)
+
+
+@partial(jax.jit, static_argnums=2)
+def _stacked(params: Params, X: jax.Array, kernel: str) -> jax.Array:
+    f = kernel_fn(kernel)
+    return jnp.concatenate(list(jax.vmap(lambda x: f(x @ params.wq, x @ params.wk) @ x)(X)))
+
+
 def value_only_optimum(params: Params, X: np.ndarray, Y: np.ndarray, kernel: str) -> float:
     """min over W^V of :func:`loss` with W^Q, W^K fixed: the least-squares residual |(I - P) Y|^2 / |Y|^2, P the
-    projection on the column space of the stacked [S_i X_i] (0 when that matrix has full row rank, D >= N n)."""
-    f = kernel_fn(kernel)
-    A = np.concatenate([np.asarray(f(x @ params.wq, x @ params.wk) @ x) for x in np.asarray(X)])
+    projection on the column space of A = :func:`stacked_inputs` (0 when A has full row rank, D >= N n)."""
+    A = np.asarray(stacked_inputs(params, jnp.asarray(X), kernel))
     B = np.concatenate(list(np.asarray(Y)))
     W, *_ = np.linalg.lstsq(A, B, rcond=None)
     return float(np.sum((A @ W - B) ** 2) / np.sum(B**2))
@@ -172,7 +183,7 @@ def query_only_instance(seed: int, d: int, n_tok: int, inits: int) -> dict[str, 
     wv = rng.standard_normal((d, d)) / np.sqrt(d)
     teacher = rng.standard_normal((d, d)) * 2 / np.sqrt(d)
     starts = rng.standard_normal((inits, d, d)) * 2 / np.sqrt(d)
-    Y = np.asarray(jax.vmap(lambda x: attention(Params(teacher, np.eye(d), wv), x, "softmax"))(X))
+    Y = np.asarray(jax.jit(jax.vmap(lambda x: attention(Params(teacher, np.eye(d), wv), x, "softmax")))(X))
     return {"X": X, "Y": Y, "wv": wv, "teacher": teacher, "starts": starts}
 
 
