@@ -205,22 +205,23 @@ KERNELS = register(Experiment(
 POINTS = ("A: candidate", "A: its init", "A: teacher", "B: worst run", "B: its init", "B: best run")
 
 
-def _point_facts(f, points):
-    """|grad f|, f and the Hessian (flattened parameters) at each point of the stacked pytree ``points`` (pure;
-    jitted by the caller; the eigenvalues are taken in NumPy by :func:`_facts`)."""
+def _facts(f, points: Any) -> np.ndarray:
+    """``[points, 3]``: |grad f|, f and lambda_min / lambda_max of the Hessian (flattened parameters) at each point
+    of the stacked pytree ``points``. One jitted single-point program reused per point (a vmapped Hessian
+    compiles several times slower); the eigenvalues in NumPy (LAPACK, faster than XLA's eigh on CPU)."""
 
+    @jax.jit
     def one(p):
         flat, unravel = jax.flatten_util.ravel_pytree(p)
         g = lambda v: f(unravel(v))  # noqa: E731
         return jnp.linalg.norm(jax.grad(g)(flat)), g(flat), jax.hessian(g)(flat)
 
-    return jax.vmap(one)(points)
-
-
-def _facts(grad: Any, loss: Any, hess: Any) -> np.ndarray:
-    """``[points, 3]``: |grad f|, f and lambda_min / lambda_max of the Hessian."""
-    ev = np.linalg.eigvalsh(np.asarray(hess))
-    return np.stack([np.asarray(grad), np.asarray(loss), ev[:, 0] / ev[:, -1]], axis=1)
+    rows = []
+    for i in range(jax.tree.leaves(points)[0].shape[0]):
+        grad, loss, hess = one(jax.tree.map(lambda a: a[i], points))  # noqa: B023
+        ev = np.linalg.eigvalsh(np.asarray(hess))
+        rows.append([float(grad), float(loss), ev[0] / ev[-1]])
+    return np.array(rows)
 
 
 def _instance_a(cfg: dict[str, Any]) -> tuple[np.ndarray, dict[str, float]]:
@@ -239,14 +240,14 @@ def _instance_a(cfg: dict[str, Any]) -> tuple[np.ndarray, dict[str, float]]:
         w, loss, grad = jax.vmap(one)(starts)
         # the candidate: the converged run (|grad| < 1e-6) with the largest loss
         i = jnp.argmax(jnp.where(grad < 1e-6, loss, -jnp.inf))
-        facts = _point_facts(f, jnp.stack([w[i], starts[i], teacher]))
-        return facts, jnp.any(grad < 1e-6)
+        return jnp.stack([w[i], starts[i], teacher]), jnp.any(grad < 1e-6)
 
-    (facts, any_conv), timings = call(search, *(jnp.asarray(inst[k]) for k in ("X", "Y", "wv", "starts", "teacher")),
-                                      desc="softmax-stuck A")
+    args = [jnp.asarray(inst[k]) for k in ("X", "Y", "wv", "starts", "teacher")]
+    (points, any_conv), timings = call(search, *args, desc="softmax-stuck A")
     if not any_conv:
         raise RatelabError("instance A: no GD + Newton run converged (|grad| < 1e-6)")
-    return _facts(*facts), timings
+    X, Y, wv = args[:3]
+    return _facts(lambda w: att.query_only_loss(w, X, Y, wv), jnp.asarray(points)), timings
 
 
 def _instance_b(cfg: dict[str, Any]) -> tuple[np.ndarray, float, dict[str, float]]:
@@ -260,24 +261,22 @@ def _instance_b(cfg: dict[str, Any]) -> tuple[np.ndarray, float, dict[str, float
     lrs = cfg["step_factor"] * np.sum(y**2) / (2 * np.linalg.norm(A, 2, axis=(1, 2)) ** 2)
 
     def runs(x, y, m, w, lrs):
-        def f(p):
-            return att.loss(p, x, y, "softmax")
-
         def one(p, lr):
             p = att.gradient_descent(p, x, y, m, kernel="softmax", steps=cfg["b_steps"], learning_rate=lr)[0]
-            return p, f(p)
+            return p, att.loss(p, x, y, "softmax")
 
         final, losses = jax.vmap(one)(w, lrs)
         finite = jnp.isfinite(losses)
         worst = jnp.argmax(jnp.where(finite, losses, -jnp.inf))
         best = jnp.argmin(jnp.where(finite, losses, jnp.inf))
-        take = jax.tree.map(lambda a, b: jnp.stack([a[worst], b[worst], a[best]]), final, w)
-        return _point_facts(f, take), jax.tree.map(lambda b: b[worst], w)
+        return jax.tree.map(lambda a, b: jnp.stack([a[worst], b[worst], a[best]]), final, w)
 
-    (facts, init), timings = call(runs, jnp.asarray(x), jnp.asarray(y), jnp.asarray(m),
-                                  att.Params(*map(jnp.asarray, w)), jnp.asarray(lrs), desc="softmax-stuck B")
-    certificate = att.value_only_optimum(att.Params(*init), x, y, "softmax")
-    return _facts(*facts), certificate, timings
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    points, timings = call(runs, xj, yj, jnp.asarray(m), att.Params(*map(jnp.asarray, w)), jnp.asarray(lrs),
+                           desc="softmax-stuck B")
+    points = att.Params(*map(jnp.asarray, points))
+    certificate = att.value_only_optimum(jax.tree.map(lambda a: a[1], points), x, y, "softmax")
+    return _facts(lambda p: att.loss(p, xj, yj, "softmax"), points), certificate, timings
 
 
 def _execute_stuck(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:

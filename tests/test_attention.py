@@ -147,3 +147,18 @@ def test_bad_input():
         att.embed(np.zeros((1, 2, 4)), np.zeros((1, 2, 4)), p, 5, 4)
     with pytest.raises(RatelabError, match="successes"):
         wilson_interval(5, 4)
+
+
+def test_claim_on_an_indexed_metric_names_the_diverged_seed():
+    # a diverged seed in one slice of a [2, seeds, n] metric: the verdict FAILs and its reason names the first x
+    from ratelab.claims import Claim, check
+    from ratelab.runner import trace_from_arrays
+
+    v = np.ones((2, 3, 2))
+    v[1, 2, 1] = np.nan
+    trace = trace_from_arrays(np.array([1.0, 2.0]), {"m": v})
+    claim = Claim(id="c", statement="s", metric="m", kind="value", relation="le", expected=0.0, tolerance=2.0,
+                  index=(1,), no_control="test")
+    verdict = check(claim, trace)
+    assert verdict.status == "FAIL" and "1/3 seeds diverged (first at x=2)" in verdict.reason
+    assert check(Claim(**{**claim.__dict__, "index": (0,)}), trace).status == "PASS"
