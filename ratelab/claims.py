@@ -322,7 +322,10 @@ def _check_one(claim: Claim, trace: Trace, *, n_boot: int, seed: int) -> Verdict
     band = {"eq": f"band [{lo:.4g}, {hi:.4g}]", "le": f"bound <= {hi:.4g}", "ge": f"bound >= {lo:.4g}"}[claim.relation]
     if n_div:
         status, seeds_needed = "FAIL", None
-        reason = f"{n_div}/{diverged.size} seeds diverged (first at x={float(trace.diverged_at[diverged].min()):g})"
+        at = trace.diverged_at
+        for i in claim.index:
+            at = at[i]
+        reason = f"{n_div}/{diverged.size} seeds diverged (first at x={float(at[diverged].min()):g})"
     elif status == "PASS":
         reason = f"interval {interval} inside claimed {band}"
     elif status == "FAIL":

@@ -23,7 +23,7 @@ from ratelab.errors import RatelabError
 from ratelab.validate import check_choice, check_in_range, check_positive_int
 
 TRANSFORMS = ("none", "running_mean", "running_min")
-STATISTICS = ("mean", "max")
+STATISTICS = ("mean", "max", "wilson")
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,8 @@ def fit_level(x: np.ndarray, values: np.ndarray, *, window: tuple[float, float] 
     ``statistic="mean"``: the mean over seeds of each seed's average over the window, with a bootstrap interval over
     seeds (a t-interval over the window's points for one curve). ``statistic="max"``: the worst case, the largest
     value of any seed anywhere in the window (an interval of width 0): for invariants such as feasibility.
+    ``statistic="wilson"``: each seed's values are success indicators (0 or 1) and the level is the fraction of
+    successes over seeds and window points, with the Wilson score interval (:func:`wilson_interval`).
     Returned as ``constant`` / ``constant_ci`` of a :class:`Fit` with exponent 0."""
     check_in_range("level", level, 0.0, 1.0, closed="neither")
     check_positive_int("n_boot", n_boot)
@@ -200,6 +202,13 @@ def fit_level(x: np.ndarray, values: np.ndarray, *, window: tuple[float, float] 
         worst = float(v[:, idx].max())
         return Fit(0.0, (0.0, 0.0), worst, (worst, worst), (float(x[idx].min()), float(x[idx].max())),
                    int(idx.size), int(v.shape[0]), float(level))
+    if statistic == "wilson":
+        hits = v[:, idx]
+        if not np.all((hits == 0) | (hits == 1)):
+            raise RatelabError("statistic 'wilson' needs success indicators: values must be 0 or 1 in the window")
+        k, n = int(hits.sum()), int(hits.size)
+        return Fit(0.0, (0.0, 0.0), k / n, wilson_interval(k, n, level), (float(x[idx].min()), float(x[idx].max())),
+                   int(idx.size), int(v.shape[0]), float(level))
     per_seed = v[:, idx].mean(axis=1)
     est = float(per_seed.mean())
     if per_seed.size >= 2:
@@ -212,6 +221,20 @@ def fit_level(x: np.ndarray, values: np.ndarray, *, window: tuple[float, float] 
         ci = (est, est)
     return Fit(0.0, (0.0, 0.0), est, (float(ci[0]), float(ci[1])), (float(x[idx].min()), float(x[idx].max())),
                int(idx.size), int(v.shape[0]), float(level))
+
+
+def wilson_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval for a binomial proportion: (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n),
+    p = successes / trials, z the normal quantile at (1 + level) / 2 (Wilson 1927). It stays inside [0, 1] and is not
+    degenerate at 0 or n successes, unlike the normal (Wald) or a bootstrap interval."""
+    check_positive_int("trials", trials)
+    if not 0 <= successes <= trials:
+        raise RatelabError(f"successes must be in [0, {trials}], got {successes}")
+    check_in_range("level", level, 0.0, 1.0, closed="neither")
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p, n = successes / trials, trials
+    centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, (centre - half) / (1 + z * z / n))), float(min(1.0, (centre + half) / (1 + z * z / n)))
 
 
 def samples_to_reach(samples: np.ndarray, values: np.ndarray, eps: np.ndarray) -> np.ndarray:
