@@ -285,6 +285,9 @@ def _write_shipped(out: str | os.PathLike, result: dict) -> dict:
     result = dict(result)
     shipped: dict[str, bytes] = result.pop("shipped")
     folder = prepare_out(Path(out) / result["id"])
+    if result.get("code_version") != code_version():  # a worker that joined after connect's check
+        raise RatelabError(f"{result['id']}: a worker ran ratelab code {result.get('code_version')}, this client "
+                           f"{code_version()}: install this same checkout on every worker")
     for name in shipped:
         if Path(name).name != name or name.startswith("."):
             raise RatelabError(f"{result['id']}: a worker returned a file named {name!r}; allowed: plain names")
