@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_ver.add_argument("--only", nargs="+", metavar="ID", help="only these experiments")
     p_ver.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                        help="run experiments in N worker processes (default 1; the report equals a serial run's)")
+    p_ver.add_argument("--scheduler", metavar="ADDRESS",
+                       help="send the experiments to a running dask distributed cluster (e.g. tcp://host:8786; "
+                            "needs pip install ratelab[cluster]); the workers, which need this same ratelab "
+                            "checkout but no shared filesystem, return the files and this machine writes them "
+                            "under --out; the report equals a serial run's")
     _add_run_options(p_ver)
     p_rep = sub.add_parser("report", help="write index.html for an existing results folder")
     p_rep.add_argument("folder", help="a results folder (with report.json or ID/result.json files)")
@@ -214,7 +219,7 @@ def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
     overrides = _overrides(args)
     if args.command == "verify":
         report = verify(ids, args.mode, out=args.out, overrides=overrides, force=args.force, progress=args.progress,
-                        log=_log, jobs=args.jobs, modules=args.modules)
+                        log=_log, jobs=args.jobs, modules=args.modules, scheduler=args.scheduler)
         print(console_table(report.rows))
         print(f"\nreport: {report.markdown_path}, page: {report.markdown_path.parent / 'index.html'}")
         return EXIT_OK if report.passed else EXIT_FAIL

@@ -12,8 +12,10 @@ import json
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from ratelab.claims import Claim, Control, Verdict, check, overall_status
 from ratelab.errors import RatelabError
 from ratelab.figures import plot_experiment, save_figure
 from ratelab.html import write_page
-from ratelab.io import atomic_savez, atomic_write_json, sha256_file
+from ratelab.io import atomic_savez, atomic_write, atomic_write_json, sha256_file
 from ratelab.lock import folder_lock
 from ratelab.provenance import config_hash, experiment_code_version, versions
 from ratelab.registry import Experiment, experiments, get
@@ -174,6 +176,16 @@ def _cached(folder: Path, chash: str, code: str, log: Callable[[str], None] = la
     return result
 
 
+def _reuse(exp_id: str, folder: Path, chash: str, code: str, log: Callable[[str], None]) -> dict | None:
+    """The stored result under ``folder`` when its config and code are unchanged and its files are the recorded
+    ones."""
+    cached = _cached(folder, chash, code, log)
+    if cached is None:
+        return None
+    log(f"{exp_id}: unchanged config and code, reusing {folder / 'result.json'} (--force reruns)")
+    return {**cached, "reused": True}
+
+
 def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLike = "results",
                    overrides: dict[str, Any] | None = None, force: bool = False, progress: bool | None = None,
                    log: Callable[[str], None] = lambda msg: None) -> dict:
@@ -189,11 +201,9 @@ def _run_locked(exp: Experiment, mode: str, cfg: dict, claims: list[Claim], fold
                 log: Callable[[str], None]) -> dict:
     chash = config_hash(exp.id, mode, cfg)
     code = code_of(exp)
-    if not force:
-        cached = _cached(folder, chash, code, log)
-        if cached is not None:
-            log(f"{exp.id}: unchanged config and code, reusing {folder / 'result.json'} (--force reruns)")
-            return {**cached, "reused": True}
+    reused = None if force else _reuse(exp.id, folder, chash, code, log)
+    if reused is not None:
+        return reused
 
     log(f"{exp.id}: running {mode} ({cfg['seeds']} seeds x {cfg['steps']} steps)")
     t0 = time.perf_counter()
@@ -260,16 +270,81 @@ def _worker_init(cache_dir: str | None, modules: tuple[str, ...] = ()) -> None:
         load_module(path)
 
 
-def _run_in_worker(exp_id: str, mode: str, out: str, overrides: dict[str, Any] | None, force: bool) -> dict:
-    from ratelab import catalog  # noqa: F401  (a fresh process: the registered experiments)
+_RUN_LOCK = threading.Lock()  # one experiment at a time per process: pyplot and jax's config are process-global
+_INITIALISED: list[str | None] = []  # the cache setting this (dask) worker process was set up with
 
-    try:
-        exp = get(exp_id)
-    except RatelabError as err:
-        raise RatelabError(f"{err}; verify with jobs > 1 runs each experiment in a fresh process, so it must be "
-                           "registered by a module of experiments/ or one given with modules= (--module); "
-                           "experiments registered in this session only need jobs=1") from None
-    return run_experiment(exp, mode, out=out, overrides=overrides, force=force, progress=False)
+
+def _run_in_worker(exp_id: str, mode: str, out: str, overrides: dict[str, Any] | None, force: bool,
+                   ship: bool = False, init: tuple[str | None] | None = None) -> dict:
+    """Run one experiment in a worker process: one of ``verify(jobs=N)``'s pool (``ship=False``: it writes into
+    ``out`` itself, a local folder it shares with the parent) or a dask worker (``ship=True``: it runs in a private
+    temporary folder and returns the files' bytes under ``"shipped"``, for the client to write). ``init`` is
+    ``_worker_init``'s argument where no pool initializer ran (dask); ``"default"`` means the worker's own
+    :func:`ratelab.cache.default_dir`."""
+    with _RUN_LOCK:
+        if init is not None and _INITIALISED != list(init):
+            (cache_dir,) = init
+            if cache_dir == "default":
+                from ratelab import cache
+
+                cache_dir = str(cache.default_dir())
+            _worker_init(cache_dir)
+            _INITIALISED[:] = list(init)
+        from ratelab import catalog  # noqa: F401  (a fresh process: the registered experiments)
+
+        try:
+            exp = get(exp_id)
+        except RatelabError as err:
+            raise RatelabError(f"{err}; verify with jobs > 1 or a scheduler runs each experiment in another "
+                               "process, so it must be registered by a module of experiments/ or, with jobs > 1, "
+                               "one given with modules= (--module); experiments registered in this session only "
+                               "need jobs=1") from None
+        if not ship:
+            return run_experiment(exp, mode, out=out, overrides=overrides, force=force, progress=False)
+        with tempfile.TemporaryDirectory(prefix="ratelab-worker-") as tmp:
+            result = run_experiment(exp, mode, out=tmp, overrides=overrides, force=force, progress=False)
+            folder = Path(tmp) / exp_id
+            names = [*result["files"].values(), "result.json"]
+            return {**result, "shipped": {name: (folder / name).read_bytes() for name in names}}
+
+
+def _write_shipped(out: str | os.PathLike, result: dict) -> dict:
+    """Write the files a dask worker returned into ``OUT/ID/``, each atomically and ``result.json`` last (the
+    commit record, as in a local run); delete the local checkpoint it supersedes. Returns the result without
+    the bytes."""
+    result = dict(result)
+    shipped: dict[str, bytes] = result.pop("shipped")
+    folder = prepare_out(Path(out) / result["id"])
+    code = code_of(get(result["id"]))
+    if result.get("code_version") != code:  # a worker that joined after connect's check
+        raise RatelabError(f"{result['id']}: a worker ran ratelab code {result.get('code_version')}, this client "
+                           f"{code}: install this same checkout on every worker")
+    for name in shipped:
+        if Path(name).name != name or name.startswith("."):
+            raise RatelabError(f"{result['id']}: a worker returned a file named {name!r}; allowed: plain names")
+    with folder_lock(folder):
+        for name in [n for n in shipped if n != "result.json"] + ["result.json"]:
+            data = shipped[name]
+            atomic_write(folder / name, lambda f, data=data: f.write(data))
+        remove_checkpoint(folder / f"checkpoint-{result['config_hash'][:12]}-{result['code_version'][:8]}.npz")
+    return result
+
+
+def _gather(futures: dict[Future, str], desc: str, progress: bool | None, log: Callable[[str], None],
+            collect: Callable[[dict], dict] = lambda result: result) -> dict[str, dict]:
+    """Wait for the experiments' futures, in the order they finish, under one bar counting finished experiments;
+    ``collect`` turns each worker's answer into the result (the dask path writes the shipped files there)."""
+    from ratelab.progress import bar
+
+    results: dict[str, dict] = {}
+    with bar(len(futures), desc=desc, unit="exp", progress=progress) as b:
+        for fut in as_completed(futures):
+            result = collect(fut.result())
+            results[futures[fut]] = result
+            how = "reused" if result.get("reused") else f"in {result['timings']['wall_s']:.1f}s"
+            log(f"{result['id']}: {result['status']} {how}")
+            b.update(1)
+    return results
 
 
 def _run_parallel(exps: list[Experiment], mode: str, out: str | os.PathLike, overrides: dict[str, Any] | None,
@@ -278,39 +353,78 @@ def _run_parallel(exps: list[Experiment], mode: str, out: str | os.PathLike, ove
     """Each experiment in one of ``jobs`` spawned worker processes (one folder each, so they never share a file);
     the results come back in registration order, and one bar counts the finished experiments."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
 
     from ratelab import cache
-    from ratelab.progress import bar
 
     active = cache.active_dir()
-    results: dict[str, dict] = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                              initargs=(str(active) if active else None, modules)) as pool:
         futures = {pool.submit(_run_in_worker, e.id, mode, str(out), overrides, force): e.id for e in exps}
-        with bar(len(exps), desc=f"verify ({jobs} jobs)", unit="exp", progress=progress) as b:
-            for fut in as_completed(futures):
-                result = fut.result()
-                results[futures[fut]] = result
-                how = "reused" if result.get("reused") else f"in {result['timings']['wall_s']:.1f}s"
-                log(f"{result['id']}: {result['status']} {how}")
-                b.update(1)
+        results = _gather(futures, f"verify ({jobs} jobs)", progress, log)
+    return [results[e.id] for e in exps]
+
+
+def _run_on_cluster(exps: list[Experiment], mode: str, out: str | os.PathLike, overrides: dict[str, Any] | None,
+                    force: bool, scheduler: str, progress: bool | None, log: Callable[[str], None]) -> list[dict]:
+    """Each experiment as one task on a dask cluster (:mod:`ratelab.cluster`); results whose config and code are
+    unchanged are reused here without a task, the others' files come back as bytes and are written here."""
+    from ratelab import cache, cluster
+
+    client = cluster.connect(scheduler, log=log)
+    try:
+        results: dict[str, dict] = {}
+        todo = []
+        for exp in exps:
+            cfg = exp.config(mode, overrides)
+            reused = None if force else _reuse(exp.id, Path(out) / exp.id, config_hash(exp.id, mode, cfg),
+                                               code_of(exp), log)
+            if reused is not None:
+                results[exp.id] = reused
+            else:
+                todo.append(exp)
+        if todo:
+            init = ("default" if cache.active_dir() else None,)
+            pool = client.get_executor(pure=False)  # pure=False: every verify call computes anew
+            futures = {pool.submit(_run_in_worker, e.id, mode, str(out), overrides, force, True, init): e.id
+                       for e in todo}
+            log(f"verify: {len(todo)} experiment(s) sent to {scheduler}")
+            results.update(_gather(futures, f"verify ({scheduler})", progress, log,
+                                   collect=lambda result: _write_shipped(out, result)))
+    finally:
+        client.close()  # an unfinished task is released with its client: an interrupt stops the cluster's work
     return [results[e.id] for e in exps]
 
 
 def verify(ids: list[str] | tuple[str, ...] | None = None, mode: str = "quick", *, out: str | os.PathLike = "results",
            overrides: dict[str, Any] | None = None, force: bool = False, progress: bool | None = None,
            log: Callable[[str], None] = lambda msg: None, jobs: int = 1,
-           modules: tuple[str, ...] | list[str] = ()) -> Report:
+           modules: tuple[str, ...] | list[str] = (), scheduler: str | None = None) -> Report:
     """Run experiments (every registered one by default), judge every claim and write ``REPORT.md`` and
     ``report.json`` under ``out``. Every config is checked before any compute; results whose config and code are
     unchanged are reused (``force=True`` reruns them). ``jobs > 1`` runs the experiments in that many worker
     processes (spawned: each compiles its own programs, sharing the persistent compilation cache); the report and
     every trace equal a serial run's bit for bit. ``modules``: paths of the user's own experiment modules
-    (:func:`ratelab.modules.load_module`), imported here and in every worker."""
+    (:func:`ratelab.modules.load_module`), imported here and in every worker.
+
+    ``scheduler`` (an address such as ``tcp://host:8786``) sends each experiment as one task to that running dask
+    distributed cluster instead (``pip install ratelab[cluster]``; see :mod:`ratelab.cluster`): the workers return
+    the files' bytes and this process writes them under ``out``, so no shared filesystem is needed; the report
+    again equals a serial run's. Every worker must run this same ratelab code (checked before any compute)."""
     from ratelab.modules import load_module
 
     check_positive_int("jobs", jobs)
+    if scheduler is not None:
+        from ratelab import cluster
+
+        cluster.check_address(scheduler)
+        if jobs != 1:
+            raise RatelabError(f"jobs and scheduler: give one of them (the cluster's workers are the jobs), got "
+                               f"jobs={jobs} and scheduler={scheduler!r}")
+        if modules:
+            raise RatelabError("modules and scheduler: a cluster's workers import experiments/ only; put the "
+                               f"module there on every worker, got modules={list(modules)}")
+        cluster.require_distributed()
     modules = tuple(str(Path(m).expanduser().resolve()) for m in modules)
     for path in modules:
         load_module(path)
@@ -318,7 +432,9 @@ def verify(ids: list[str] | tuple[str, ...] | None = None, mode: str = "quick", 
     for exp in exps:
         plan(exp, mode, overrides)
     prepare_out(out)
-    if jobs > 1 and len(exps) > 1:
+    if scheduler is not None:
+        results = _run_on_cluster(exps, mode, out, overrides, force, scheduler, progress, log)
+    elif jobs > 1 and len(exps) > 1:
         results = _run_parallel(exps, mode, out, overrides, force, min(jobs, len(exps)), progress, log, modules)
     else:
         results = [run_experiment(e, mode, out=out, overrides=overrides, force=force, progress=progress, log=log)
