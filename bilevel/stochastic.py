@@ -76,6 +76,15 @@ def _directions(problem: Any, x, z, v, batch):
     return gz, hv + fz, cx + fx
 
 
+def _framework_step(state: Any, problem: Any, rho: Any, gam: Any, directions: tuple, calls: jax.Array, **fields: Any):
+    """The step tail SOBA and SABA share: z <- z - rho D_z, v <- v - rho D_v, x <- x - gamma D_x, the counters, and
+    the logged metrics (at the pre-step iterate). ``fields`` replaces other state fields (SABA's memory)."""
+    dz, dv, dx = directions
+    new = state._replace(x=state.x - gam * dx, z=state.z - rho * dz, v=state.v - rho * dv, k=state.k + 1,
+                         calls=calls, **fields)
+    return new, {"oracle_calls": calls, "hypergrad_sq": jnp.vdot(dx, dx), **_extra(problem, state.x, state.z)}
+
+
 class SOBAState(NamedTuple):
     x: jax.Array
     z: jax.Array
@@ -95,12 +104,9 @@ def soba(*, inner_lr: Any, outer_lr: Any) -> Solver:
 
     def step(state: SOBAState, problem: Any, batch: Any):
         rho, gam = rho_s(state.k), gam_s(state.k)
-        dz, dv, dx = _directions(problem, state.x, state.z, state.v, batch)
         bi, bo = _batch_sizes(batch)
-        calls = state.calls + 3 * bi + 2 * bo
-        new = SOBAState(x=state.x - gam * dx, z=state.z - rho * dz, v=state.v - rho * dv, k=state.k + 1,
-                        calls=calls)
-        return new, {"oracle_calls": calls, "hypergrad_sq": jnp.vdot(dx, dx), **_extra(problem, state.x, state.z)}
+        return _framework_step(state, problem, rho, gam, _directions(problem, state.x, state.z, state.v, batch),
+                               state.calls + 3 * bi + 2 * bo)
 
     return Solver(init=init, step=step, sample=pbgd_sample)
 
@@ -130,7 +136,8 @@ def _per_sample(problem: Any, x, z, v, idx_in, idx_out):
 
 def saba(*, inner_lr: Any, outer_lr: Any, refresh: bool = True) -> Solver:
     """SABA (Dagreou et al., arXiv:2201.13409, Algorithm 1 with SAGA directions). ``refresh=False`` freezes the
-    memory at its initial full pass (a negative control: the directions become biased and x stalls)."""
+    memory at its initial full pass (a negative control: the estimates stay unbiased, but their variance, set by
+    the distance to the initial point, no longer vanishes, so with fixed steps x stalls at a noise floor)."""
     rho_s, gam_s = _check_lr("inner_lr", inner_lr), _check_lr("outer_lr", outer_lr)
     if not isinstance(refresh, bool):
         raise RatelabError(f"refresh must be True or False, got {refresh!r}")
@@ -154,12 +161,9 @@ def saba(*, inner_lr: Any, outer_lr: Any, refresh: bool = True) -> Solver:
         idx = (idx_in, idx_in, idx_in, idx_out, idx_out)
         est = tuple(jnp.mean(nw - m[i], 0) + jnp.mean(m, 0) for nw, m, i in zip(new, state.mem, idx, strict=True))
         gz, hv, cx, fz, fx = est
-        dz, dv, dx = gz, hv + fz, cx + fx
         mem = tuple(m.at[i].set(nw) for nw, m, i in zip(new, state.mem, idx, strict=True)) if refresh else state.mem
-        calls = state.calls + 3 * idx_in.shape[0] + 2 * idx_out.shape[0]
-        out = SABAState(x=state.x - gam * dx, z=state.z - rho * dz, v=state.v - rho * dv, k=state.k + 1,
-                        calls=calls, mem=mem)
-        return out, {"oracle_calls": calls, "hypergrad_sq": jnp.vdot(dx, dx), **_extra(problem, state.x, state.z)}
+        return _framework_step(state, problem, rho, gam, (gz, hv + fz, cx + fx),
+                               state.calls + 3 * idx_in.shape[0] + 2 * idx_out.shape[0], mem=mem)
 
     return Solver(init=init, step=step, sample=pbgd_sample)
 
