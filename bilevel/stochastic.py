@@ -56,7 +56,9 @@ def _check_lr(name: str, value: Any) -> Any:
     return as_schedule(value)
 
 
-def _batch_sizes(batch: Any) -> tuple[int, int]:
+def _batch_sizes(batch: Any, problem: Any = None) -> tuple[int, int]:
+    if getattr(problem, "full_batch", False):
+        return int(problem.n_inner), int(problem.n_outer)
     if isinstance(batch, tuple) and len(batch) == 2:
         return int(batch[0].shape[0]), int(batch[1].shape[0])
     return 1, 1
@@ -104,7 +106,7 @@ def soba(*, inner_lr: Any, outer_lr: Any) -> Solver:
 
     def step(state: SOBAState, problem: Any, batch: Any):
         rho, gam = rho_s(state.k), gam_s(state.k)
-        bi, bo = _batch_sizes(batch)
+        bi, bo = _batch_sizes(batch, problem)
         return _framework_step(state, problem, rho, gam, _directions(problem, state.x, state.z, state.v, batch),
                                state.calls + 3 * bi + 2 * bo)
 
@@ -148,6 +150,8 @@ def saba(*, inner_lr: Any, outer_lr: Any, refresh: bool = True) -> Solver:
         if missing:
             raise RatelabError(f"saba needs a finite-sum problem with per-sample lower_i/upper_j and n_inner/n_outer; "
                                f"{type(problem).__name__} lacks {', '.join(missing)}")
+        if getattr(problem, "full_batch", False):
+            raise RatelabError("saba needs sampled minibatch indices: build the problem with full_batch=False")
         x, z = problem.initial(key)
         v = jnp.zeros_like(z)
         mem = _per_sample(problem, x, z, v, jnp.arange(problem.n_inner), jnp.arange(problem.n_outer))
@@ -206,7 +210,7 @@ def f2sa(*, x_lr: Any, y_lr: Any, z_lr: Any, multiplier: Any, inner_steps: int =
         b = jax.tree.map(lambda a: a[inner_steps], batches)
         gx = (jax.grad(problem.upper)(x, y, b)
               + lam * (jax.grad(problem.lower)(x, y, b) - jax.grad(problem.lower)(x, z, b)))
-        bi, bo = _batch_sizes(b)
+        bi, bo = _batch_sizes(b, problem)
         calls = state.calls + (inner_steps + 1) * (2 * bi + bo)
         new = F2SAState(x=x - xi * gx, y=y, z=z, k=k + 1, calls=calls)
         return new, {"oracle_calls": calls, "hypergrad_sq": jnp.vdot(gx, gx), "multiplier": jnp.asarray(lam),
