@@ -47,7 +47,7 @@ from bilevel.pbgd import _check_problem, pbgd_sample
 from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule, power_decay
 from ratelab.solver import Solver
-from ratelab.validate import check_positive, check_positive_int
+from ratelab.validate import check_positive, check_positive_int, is_traced
 
 
 def _check_lr(name: str, value: Any) -> Any:
@@ -85,6 +85,22 @@ def _framework_step(state: Any, problem: Any, rho: Any, gam: Any, directions: tu
     new = state._replace(x=state.x - gam * dx, z=state.z - rho * dz, v=state.v - rho * dv, k=state.k + 1,
                          calls=calls, **fields)
     return new, {"oracle_calls": calls, "hypergrad_sq": jnp.vdot(dx, dx), **_extra(problem, state.x, state.z)}
+
+
+def framework_map(problem: Any, x: Any, z: Any, *, inner_lr: float, outer_lr: float) -> jax.Array:
+    """The Jacobian at (x, z, v = 0) of the full-batch framework step (z, v, x) <- (z - rho D_z, v - rho D_v, x -
+    gamma D_x) on the state ordered (x, z, v) (``batch=None``: the full sums). On a quadratic the directions are
+    affine and SAGA's (SABA's) estimates conditionally unbiased, so E s_{k+1} = s* + M (E s_k - s*) with this M
+    (derived here); its spectral radius is the deterministic single-loop rate."""
+    dx = x.shape[0]
+    dz = z.shape[0]
+
+    def step(s):
+        x_, z_, v_ = s[:dx], s[dx:dx + dz], s[dx + dz:]
+        gz, gv, gx = _directions(problem, x_, z_, v_, None)
+        return jnp.concatenate([x_ - outer_lr * gx, z_ - inner_lr * gz, v_ - inner_lr * gv])
+
+    return jax.jacfwd(step)(jnp.concatenate([x, z, jnp.zeros_like(z)]))
 
 
 class SOBAState(NamedTuple):
@@ -136,13 +152,14 @@ def _per_sample(problem: Any, x, z, v, idx_in, idx_out):
     return (*jax.vmap(inner)(idx_in), *jax.vmap(outer)(idx_out))
 
 
-def saba(*, inner_lr: Any, outer_lr: Any, refresh: bool = True) -> Solver:
+def saba(*, inner_lr: Any, outer_lr: Any, refresh: Any = True) -> Solver:
     """SABA (Dagreou et al., arXiv:2201.13409, Algorithm 1 with SAGA directions). ``refresh=False`` freezes the
     memory at its initial full pass (a negative control: the estimates stay unbiased, but their variance, set by
-    the distance to the initial point, no longer vanishes, so with fixed steps x stalls at a noise floor)."""
+    the distance to the initial point, no longer vanishes, so with fixed steps x stalls at a noise floor); a traced
+    value (a :func:`ratelab.sweep` over it) refreshes where it is nonzero, so both share one compiled program."""
     rho_s, gam_s = _check_lr("inner_lr", inner_lr), _check_lr("outer_lr", outer_lr)
-    if not isinstance(refresh, bool):
-        raise RatelabError(f"refresh must be True or False, got {refresh!r}")
+    if not isinstance(refresh, bool) and not is_traced(refresh):
+        raise RatelabError(f"refresh must be True or False (or a traced value in a sweep), got {refresh!r}")
 
     def init(problem: Any, key: jax.Array) -> SABAState:
         _check_problem(problem)
@@ -165,7 +182,11 @@ def saba(*, inner_lr: Any, outer_lr: Any, refresh: bool = True) -> Solver:
         idx = (idx_in, idx_in, idx_in, idx_out, idx_out)
         est = tuple(jnp.mean(nw - m[i], 0) + jnp.mean(m, 0) for nw, m, i in zip(new, state.mem, idx, strict=True))
         gz, hv, cx, fz, fx = est
-        mem = tuple(m.at[i].set(nw) for nw, m, i in zip(new, state.mem, idx, strict=True)) if refresh else state.mem
+        mem = state.mem
+        if refresh is not False:
+            mem = tuple(m.at[i].set(nw) for nw, m, i in zip(new, state.mem, idx, strict=True))
+            if refresh is not True:
+                mem = tuple(jnp.where(refresh != 0, a, b) for a, b in zip(mem, state.mem, strict=True))
         return _framework_step(state, problem, rho, gam, (gz, hv + fz, cx + fx),
                                state.calls + 3 * idx_in.shape[0] + 2 * idx_out.shape[0], mem=mem)
 
