@@ -85,14 +85,17 @@ class FiniteSumQuadratic:
         return _quad(x, z, self.Fz[j], self.Fx[j], self.D[j], self.e[j], self.h[j])
 
     def lower(self, x, z, batch=None):
+        # the mean of per-sample quadratics is the quadratic of the mean arrays: one small form to differentiate
+        arrays = (self.Hz, self.Hx, self.C, self.c, self.d)
         if batch is None or self.full_batch:
-            return _quad(x, z, *(jnp.mean(a, 0) for a in (self.Hz, self.Hx, self.C, self.c, self.d)))
-        return jnp.mean(jax.vmap(lambda i: self.lower_i(x, z, i))(batch[0]))
+            return _quad(x, z, *(jnp.mean(a, 0) for a in arrays))
+        return _quad(x, z, *(jnp.mean(a[batch[0]], 0) for a in arrays))
 
     def upper(self, x, z, batch=None):
+        arrays = (self.Fz, self.Fx, self.D, self.e, self.h)
         if batch is None or self.full_batch:
-            return _quad(x, z, *(jnp.mean(a, 0) for a in (self.Fz, self.Fx, self.D, self.e, self.h)))
-        return jnp.mean(jax.vmap(lambda j: self.upper_j(x, z, j))(batch[1]))
+            return _quad(x, z, *(jnp.mean(a, 0) for a in arrays))
+        return _quad(x, z, *(jnp.mean(a[batch[1]], 0) for a in arrays))
 
     def sample_batch(self, key):
         if self.full_batch:  # deterministic: a placeholder; lower / upper use the full sums
@@ -123,6 +126,24 @@ class FiniteSumQuadratic:
     def solution(self):
         x = -jnp.linalg.solve(self.A, self.b)
         return x, self.lower_solution(x)
+
+    def framework_matrix(self, inner_lr: float, outer_lr: float) -> np.ndarray:
+        """The linear part M of the full-batch SOBA / SABA framework step on the state (x, z, v) (derived here; NumPy,
+        no compile): z' = z - rho (Hz z + C'x + c), v' = v - rho (Hz v + Fz z + D'x + e), x' = x - gamma (C v + Fx x
+        + D z + h), bars (full means) dropped. :func:`bilevel.stochastic.framework_map` is the autodiff version."""
+        Hz, C, Fz, Fx, D = (np.asarray(a).mean(0) for a in (self.Hz, self.C, self.Fz, self.Fx, self.D))
+        d, p = Fx.shape[0], Hz.shape[0]
+        X, Z, V = slice(0, d), slice(d, d + p), slice(d + p, d + 2 * p)
+        M = np.eye(d + 2 * p)
+        M[Z, Z] -= inner_lr * Hz
+        M[Z, X] -= inner_lr * C.T
+        M[V, V] -= inner_lr * Hz
+        M[V, Z] -= inner_lr * Fz
+        M[V, X] -= inner_lr * D.T
+        M[X, V] -= outer_lr * C
+        M[X, X] -= outer_lr * Fx
+        M[X, Z] -= outer_lr * D
+        return M
 
     def penalised_solution(self, gamma):
         """The minimiser (x_gamma, y_gamma) of V-PBGD's penalised problem F_gamma(x, y) = f(x, y) + gamma (g(x, y) -

@@ -7,14 +7,14 @@ Experiments
   Theorem 3, PL value function). The paper's rate constant is a bound; the two-sided band comes from a prediction
   derived here and registered before the run: the SAGA estimates are conditionally unbiased and the framework's
   directions affine in (x, z, v), so the expected iterate follows the full-batch map M exactly
-  (:func:`bilevel.stochastic.framework_map`), and h(x_k) - h* (a quadratic in the error) contracts per step by
-  rho(M)^2, as long as SAGA's memory refreshes faster than that (1 - q < rho(M)^2, q the chance a sample is drawn in a
-  step; checked). The per-seed rate -ln c of h(x_k) - h* is fitted on a window fixed by M alone: from the step where
-  M's second eigenvalue modulus has faded to 1e-3 of the top one in h, (|lambda_2| / rho)^{2k} <= 1e-3, to the step
-  where the prediction reaches 1e-10 of the start (float64 resolves h - h* well below that). Band: the rate within
-  10 % of -2 ln rho(M). Control: SABA with its memory frozen at the initial pass (its estimates stay unbiased but
-  their variance no longer vanishes: with fixed steps x stalls at a noise floor, rate ~ 0).
-
+  (:meth:`bilevel.finite_sum.FiniteSumQuadratic.framework_matrix`), and h(x_k) - h* (a quadratic in the error)
+  contracts per step by rho(M)^2, as long as SAGA's memory refreshes faster than that (1 - q < rho(M)^2, q the chance
+  a sample is drawn in a step; checked). The per-seed rate -ln c of h(x_k) - h* is fitted on a window fixed by M
+  alone: from the step where M's second eigenvalue modulus has faded to 1e-3 of the top one in h, (|lambda_2| /
+  rho)^{2k} <= 1e-3, to the step where the prediction reaches 1e-10 of the start (float64 resolves h - h* well below
+  that). Band: the rate within 10 % of -2 ln rho(M). Control: SABA with its memory frozen at the initial pass (its
+  estimates stay unbiased but their variance no longer vanishes: with fixed steps x stalls at a noise floor, rate ~
+  0).
 * ``soba-rate``: SOBA with the paper's decreasing steps rho_t ~ t^-2/5, gamma_t ~ t^-3/5 (Theorem 1: min_t
   E||grad h(x_t)||^2 = O(log T / T^2/5) for a smooth nonconvex h). On the strongly convex quadratic the exponent is
   derived here and registered before the run: the directions are unbiased with O(1) variance and the inner errors
@@ -40,7 +40,7 @@ import jax
 import numpy as np
 
 from bilevel.finite_sum import make_finite_sum_quadratic
-from bilevel.stochastic import framework_map, saba, soba
+from bilevel.stochastic import saba, soba
 from ratelab.claims import Claim, Control
 from ratelab.errors import RatelabError
 from ratelab.registry import Experiment, Panel, Paper, register
@@ -69,11 +69,6 @@ def _problem(cfg: dict[str, Any]):
                                      inner_batch=cfg["inner_batch"], outer_batch=cfg["outer_batch"])
 
 
-@jax.jit
-def _map(problem: Any, inner_lr: jax.Array, outer_lr: jax.Array) -> jax.Array:
-    return framework_map(problem, *problem.solution(), inner_lr=inner_lr, outer_lr=outer_lr)
-
-
 _KEYS = ("problem_seed", "n_inner", "n_outer", "dim_inner", "dim_outer", "inner_batch", "outer_batch", "inner_lr",
          "outer_lr")
 
@@ -87,8 +82,7 @@ def prediction(cfg: dict[str, Any]) -> dict[str, float]:
 @functools.lru_cache(maxsize=16)
 def _prediction(values: tuple) -> dict[str, float]:
     cfg = dict(zip(_KEYS, values, strict=True))
-    with jax.enable_x64(True):
-        M = np.asarray(_map(_problem(cfg), cfg["inner_lr"], cfg["outer_lr"]))
+    M = _problem(cfg).framework_matrix(cfg["inner_lr"], cfg["outer_lr"])
     mods = np.sort(np.abs(np.linalg.eigvals(M)))[::-1]
     rho = float(mods[0])
     lam2 = float(mods[mods < rho * (1 - 1e-9)][0])
