@@ -5,6 +5,9 @@ percentile-bootstrap 95 % interval. Controls: SABA with its memory frozen at the
 SOBA (no variance reduction), same steps, must plateau (contraction ~ 1).
 
     PYTHONPATH=$PWD python benchmarks/bilevel_saba_contraction.py
+
+The registered claim is ``ratelab run saba-linear`` (experiments/bilevel_peers.py): the same instance, judged against
+the full-batch framework map's rho(M)^2 on a window derived from M's spectrum (steps 197..1136), not this one.
 """
 
 from __future__ import annotations

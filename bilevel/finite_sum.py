@@ -20,8 +20,10 @@ the target Hbar = Q diag(linspace(mu, L)) Q'. Cross matrices and vectors are Gau
 
 Protocol: ``lower(x, z, batch)`` / ``upper(x, z, batch)`` average over ``batch = (inner_idx, outer_idx)`` (the full
 sums when ``batch`` is None); ``lower_i(x, z, i)`` / ``upper_j(x, z, j)`` are single samples (SABA's memory);
-``sample_batch(key)``; ``initial(key)``; ``metrics(x, z)`` -> ``subopt`` h(x) - h*, ``rel_subopt``
-(h(x) - h*)/(h(x0) - h*) at x0 = 0, ``grad_h_sq`` ||grad h(x)||^2, ``dist_z`` ||z - z*(x)||^2.
+``sample_batch(key)`` (a placeholder with ``full_batch``: every step uses the full sums); ``initial(key)``;
+``metrics(x, z)`` -> ``subopt`` h(x) - h*,
+``rel_subopt`` (h(x) - h*)/(h(x0) - h*) at x0 = 0, ``grad_h_sq`` ||grad h(x)||^2, ``dist_z`` ||z - z*(x)||^2;
+``penalised_solution(gamma)``: the closed-form minimiser of V-PBGD's penalised problem (derived).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class FiniteSumQuadratic:
     init_scale: jax.Array
     inner_batch: int = field(metadata=dict(static=True), default=1)
     outer_batch: int = field(metadata=dict(static=True), default=1)
+    full_batch: bool = field(metadata=dict(static=True), default=False)
 
     @property
     def n_inner(self) -> int:
@@ -82,16 +85,21 @@ class FiniteSumQuadratic:
         return _quad(x, z, self.Fz[j], self.Fx[j], self.D[j], self.e[j], self.h[j])
 
     def lower(self, x, z, batch=None):
-        if batch is None:
-            return _quad(x, z, *(jnp.mean(a, 0) for a in (self.Hz, self.Hx, self.C, self.c, self.d)))
-        return jnp.mean(jax.vmap(lambda i: self.lower_i(x, z, i))(batch[0]))
+        # the mean of per-sample quadratics is the quadratic of the mean arrays: one small form to differentiate
+        arrays = (self.Hz, self.Hx, self.C, self.c, self.d)
+        if batch is None or self.full_batch:
+            return _quad(x, z, *(jnp.mean(a, 0) for a in arrays))
+        return _quad(x, z, *(jnp.mean(a[batch[0]], 0) for a in arrays))
 
     def upper(self, x, z, batch=None):
-        if batch is None:
-            return _quad(x, z, *(jnp.mean(a, 0) for a in (self.Fz, self.Fx, self.D, self.e, self.h)))
-        return jnp.mean(jax.vmap(lambda j: self.upper_j(x, z, j))(batch[1]))
+        arrays = (self.Fz, self.Fx, self.D, self.e, self.h)
+        if batch is None or self.full_batch:
+            return _quad(x, z, *(jnp.mean(a, 0) for a in arrays))
+        return _quad(x, z, *(jnp.mean(a[batch[1]], 0) for a in arrays))
 
     def sample_batch(self, key):
+        if self.full_batch:  # deterministic: a placeholder; lower / upper use the full sums
+            return jnp.zeros((), jnp.int32)
         ki, ko = jax.random.split(key)
         return (jax.random.randint(ki, (self.inner_batch,), 0, self.n_inner),
                 jax.random.randint(ko, (self.outer_batch,), 0, self.n_outer))
@@ -119,6 +127,43 @@ class FiniteSumQuadratic:
         x = -jnp.linalg.solve(self.A, self.b)
         return x, self.lower_solution(x)
 
+    def framework_matrix(self, inner_lr: float, outer_lr: float) -> np.ndarray:
+        """The linear part M of the full-batch SOBA / SABA framework step on the state (x, z, v) (derived here; NumPy,
+        no compile): z' = z - rho (Hz z + C'x + c), v' = v - rho (Hz v + Fz z + D'x + e), x' = x - gamma (C v + Fx x
+        + D z + h), bars (full means) dropped. :func:`bilevel.stochastic.framework_map` is the autodiff version."""
+        Hz, C, Fz, Fx, D = (np.asarray(a).mean(0) for a in (self.Hz, self.C, self.Fz, self.Fx, self.D))
+        d, p = Fx.shape[0], Hz.shape[0]
+        X, Z, V = slice(0, d), slice(d, d + p), slice(d + p, d + 2 * p)
+        M = np.eye(d + 2 * p)
+        M[Z, Z] -= inner_lr * Hz
+        M[Z, X] -= inner_lr * C.T
+        M[V, V] -= inner_lr * Hz
+        M[V, Z] -= inner_lr * Fz
+        M[V, X] -= inner_lr * D.T
+        M[X, V] -= outer_lr * C
+        M[X, X] -= outer_lr * Fx
+        M[X, Z] -= outer_lr * D
+        return M
+
+    def penalised_solution(self, gamma):
+        """The minimiser (x_gamma, y_gamma) of V-PBGD's penalised problem F_gamma(x, y) = f(x, y) + gamma (g(x, y) -
+        min_z g(x, z)) on the full sums (derived here): g(x, y) - v(x) = 1/2 (y - z*(x))' Hbar^z (y - z*(x)) exactly,
+        so F_gamma is quadratic and its stationarity equations
+
+            (Fbar^x + gamma J'Hbar^z J) x + (Dbar - gamma J'Hbar^z) y = -hbar - gamma J'Hbar^z z0
+            (Dbar' - gamma Hbar^z J) x + (Fbar^z + gamma Hbar^z) y   = -ebar + gamma Hbar^z z0
+
+        are one linear solve. Differentiable and vmappable in gamma."""
+        Hz, Fz, Fx, D = (jnp.mean(a, 0) for a in (self.Hz, self.Fz, self.Fx, self.D))
+        e, h = jnp.mean(self.e, 0), jnp.mean(self.h, 0)
+        JH = self.J.T @ Hz
+        top = jnp.concatenate([Fx + gamma * JH @ self.J, D - gamma * JH], axis=1)
+        bot = jnp.concatenate([D.T - gamma * JH.T, Fz + gamma * Hz], axis=1)
+        rhs = jnp.concatenate([-h - gamma * JH @ self.z0, -e + gamma * Hz @ self.z0])
+        sol = jnp.linalg.solve(jnp.concatenate([top, bot], axis=0), rhs)
+        dx = self.b.shape[0]
+        return sol[:dx], sol[dx:]
+
 
 def _check_spd_stack(name: str, M: np.ndarray, dim: int, count: int | None) -> np.ndarray:
     if M.ndim != 3 or M.shape[1:] != (dim, dim) or (count is not None and M.shape[0] != count):
@@ -139,11 +184,13 @@ def _check_shape(name: str, a: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 def build_finite_sum_quadratic(*, Hz, Hx, C, c, d, Fz, Fx, D, e, h, inner_batch: int = 1, outer_batch: int = 1,
-                               init_scale: float = 1.0, dtype: Any = None) -> FiniteSumQuadratic:
+                               full_batch: bool = False, init_scale: float = 1.0,
+                               dtype: Any = None) -> FiniteSumQuadratic:
     """The finite-sum quadratic from the user's own per-sample arrays: inner Hz (n, p, p), Hx (n, d, d), C (n, d, p),
     c (n, p), d (n, d); outer Fz (m, p, p), Fx (m, d, d), D (m, d, p), e (m, p), h (m, d). Checks shapes, per-sample
     symmetry, that the mean inner Hessian Hbar^z and the value-function Hessian A are positive definite (the
-    smallest eigenvalue is in the error), and batch sizes."""
+    smallest eigenvalue is in the error), and batch sizes. ``full_batch=True``: every step sees the full sums
+    (``lower`` / ``upper`` ignore the batch: deterministic V-PBGD / SOBA; SABA needs indices and rejects it)."""
     check_float_dtype("build_finite_sum_quadratic", dtype)
     arrs = {k: np.asarray(v, dtype=float) for k, v in dict(Hz=Hz, Hx=Hx, C=C, c=c, d=d, Fz=Fz, Fx=Fx, D=D, e=e,
                                                             h=h).items()}
@@ -163,6 +210,8 @@ def build_finite_sum_quadratic(*, Hz, Hx, C, c, d, Fz, Fx, D, e, h, inner_batch:
     inner_batch = check_positive_int("inner_batch", inner_batch)
     outer_batch = check_positive_int("outer_batch", outer_batch)
     check_positive("init_scale", init_scale)
+    if not isinstance(full_batch, bool):
+        raise RatelabError(f"full_batch must be True or False, got {full_batch!r}")
     bar = {k: v.mean(0) for k, v in arrs.items()}
     lam_z = float(np.linalg.eigvalsh(bar["Hz"])[0])
     if lam_z <= 0:
@@ -184,7 +233,7 @@ def build_finite_sum_quadratic(*, Hz, Hx, C, c, d, Fz, Fx, D, e, h, inner_batch:
     arr = lambda v: float_array("build_finite_sum_quadratic", np.asarray(v, dtype=float), dtype)  # noqa: E731
     return FiniteSumQuadratic(**{k: arr(v) for k, v in arrs.items()}, J=arr(J), z0=arr(z0), A=arr(A), b=arr(b),
                               h_star=arr(h_star), h_gap0=arr(max(h_gap0, 1e-300)), init_scale=arr(init_scale),
-                              inner_batch=inner_batch, outer_batch=outer_batch)
+                              inner_batch=inner_batch, outer_batch=outer_batch, full_batch=full_batch)
 
 
 def _spd_stack(rng: np.random.Generator, n: int, dim: int, lo: float, hi: float) -> np.ndarray:
@@ -202,7 +251,8 @@ def _spd_stack(rng: np.random.Generator, n: int, dim: int, lo: float, hi: float)
 def make_finite_sum_quadratic(seed: int = 0, *, n_inner: int = 64, n_outer: int = 64, dim_inner: int = 10,
                               dim_outer: int = 5, mu_inner: float = 0.1, L_inner: float = 1.0, L_outer: float = 1.0,
                               L_cross: float = 0.1, inner_batch: int = 1, outer_batch: int = 1,
-                              init_scale: float = 1.0, dtype: Any = None) -> FiniteSumQuadratic:
+                              full_batch: bool = False, init_scale: float = 1.0,
+                              dtype: Any = None) -> FiniteSumQuadratic:
     """A random instance (benchmark defaults: mu_inner = 0.1, L's = 1; sizes smaller than its 1024 samples x 100
     dims). Hz mean spectrum in [mu_inner, L_inner]; Hx, Fz, Fx mean spectra in [mu_inner, L_outer]; C, D Gaussian
     scaled by L_cross / sqrt(dim); vectors standard Gaussian. Built in NumPy."""
@@ -221,4 +271,4 @@ def make_finite_sum_quadratic(seed: int = 0, *, n_inner: int = 64, n_outer: int 
         Fz=_spd_stack(rng, n_outer, p, mu_inner, L_outer), Fx=_spd_stack(rng, n_outer, dx, mu_inner, L_outer),
         D=L_cross * rng.standard_normal((n_outer, dx, p)) / np.sqrt(p), e=rng.standard_normal((n_outer, p)),
         h=rng.standard_normal((n_outer, dx)), inner_batch=inner_batch, outer_batch=outer_batch,
-        init_scale=init_scale, dtype=dtype)
+        full_batch=full_batch, init_scale=init_scale, dtype=dtype)

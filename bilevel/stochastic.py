@@ -47,7 +47,7 @@ from bilevel.pbgd import _check_problem, pbgd_sample
 from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule, power_decay
 from ratelab.solver import Solver
-from ratelab.validate import check_positive, check_positive_int
+from ratelab.validate import check_positive, check_positive_int, is_traced
 
 
 def _check_lr(name: str, value: Any) -> Any:
@@ -56,7 +56,9 @@ def _check_lr(name: str, value: Any) -> Any:
     return as_schedule(value)
 
 
-def _batch_sizes(batch: Any) -> tuple[int, int]:
+def _batch_sizes(batch: Any, problem: Any = None) -> tuple[int, int]:
+    if getattr(problem, "full_batch", False):
+        return int(problem.n_inner), int(problem.n_outer)
     if isinstance(batch, tuple) and len(batch) == 2:
         return int(batch[0].shape[0]), int(batch[1].shape[0])
     return 1, 1
@@ -74,6 +76,31 @@ def _directions(problem: Any, x, z, v, batch):
                       argnums=(0, 1))(x, z)
     fx, fz = jax.grad(problem.upper, argnums=(0, 1))(x, z, batch)
     return gz, hv + fz, cx + fx
+
+
+def _framework_step(state: Any, problem: Any, rho: Any, gam: Any, directions: tuple, calls: jax.Array, **fields: Any):
+    """The step tail SOBA and SABA share: z <- z - rho D_z, v <- v - rho D_v, x <- x - gamma D_x, the counters, and
+    the logged metrics (at the pre-step iterate). ``fields`` replaces other state fields (SABA's memory)."""
+    dz, dv, dx = directions
+    new = state._replace(x=state.x - gam * dx, z=state.z - rho * dz, v=state.v - rho * dv, k=state.k + 1,
+                         calls=calls, **fields)
+    return new, {"oracle_calls": calls, "hypergrad_sq": jnp.vdot(dx, dx), **_extra(problem, state.x, state.z)}
+
+
+def framework_map(problem: Any, x: Any, z: Any, *, inner_lr: float, outer_lr: float) -> jax.Array:
+    """The Jacobian at (x, z, v = 0) of the full-batch framework step (z, v, x) <- (z - rho D_z, v - rho D_v, x -
+    gamma D_x) on the state ordered (x, z, v) (``batch=None``: the full sums). On a quadratic the directions are
+    affine and SAGA's (SABA's) estimates conditionally unbiased, so E s_{k+1} = s* + M (E s_k - s*) with this M
+    (derived here); its spectral radius is the deterministic single-loop rate."""
+    dx = x.shape[0]
+    dz = z.shape[0]
+
+    def step(s):
+        x_, z_, v_ = s[:dx], s[dx:dx + dz], s[dx + dz:]
+        gz, gv, gx = _directions(problem, x_, z_, v_, None)
+        return jnp.concatenate([x_ - outer_lr * gx, z_ - inner_lr * gz, v_ - inner_lr * gv])
+
+    return jax.jacfwd(step)(jnp.concatenate([x, z, jnp.zeros_like(z)]))
 
 
 class SOBAState(NamedTuple):
@@ -95,12 +122,9 @@ def soba(*, inner_lr: Any, outer_lr: Any) -> Solver:
 
     def step(state: SOBAState, problem: Any, batch: Any):
         rho, gam = rho_s(state.k), gam_s(state.k)
-        dz, dv, dx = _directions(problem, state.x, state.z, state.v, batch)
-        bi, bo = _batch_sizes(batch)
-        calls = state.calls + 3 * bi + 2 * bo
-        new = SOBAState(x=state.x - gam * dx, z=state.z - rho * dz, v=state.v - rho * dv, k=state.k + 1,
-                        calls=calls)
-        return new, {"oracle_calls": calls, "hypergrad_sq": jnp.vdot(dx, dx), **_extra(problem, state.x, state.z)}
+        bi, bo = _batch_sizes(batch, problem)
+        return _framework_step(state, problem, rho, gam, _directions(problem, state.x, state.z, state.v, batch),
+                               state.calls + 3 * bi + 2 * bo)
 
     return Solver(init=init, step=step, sample=pbgd_sample)
 
@@ -128,12 +152,14 @@ def _per_sample(problem: Any, x, z, v, idx_in, idx_out):
     return (*jax.vmap(inner)(idx_in), *jax.vmap(outer)(idx_out))
 
 
-def saba(*, inner_lr: Any, outer_lr: Any, refresh: bool = True) -> Solver:
+def saba(*, inner_lr: Any, outer_lr: Any, refresh: Any = True) -> Solver:
     """SABA (Dagreou et al., arXiv:2201.13409, Algorithm 1 with SAGA directions). ``refresh=False`` freezes the
-    memory at its initial full pass (a negative control: the directions become biased and x stalls)."""
+    memory at its initial full pass (a negative control: the estimates stay unbiased, but their variance, set by
+    the distance to the initial point, no longer vanishes, so with fixed steps x stalls at a noise floor); a traced
+    value (a :func:`ratelab.sweep` over it) refreshes where it is nonzero, so both share one compiled program."""
     rho_s, gam_s = _check_lr("inner_lr", inner_lr), _check_lr("outer_lr", outer_lr)
-    if not isinstance(refresh, bool):
-        raise RatelabError(f"refresh must be True or False, got {refresh!r}")
+    if not isinstance(refresh, bool) and not is_traced(refresh):
+        raise RatelabError(f"refresh must be True or False (or a traced value in a sweep), got {refresh!r}")
 
     def init(problem: Any, key: jax.Array) -> SABAState:
         _check_problem(problem)
@@ -141,6 +167,8 @@ def saba(*, inner_lr: Any, outer_lr: Any, refresh: bool = True) -> Solver:
         if missing:
             raise RatelabError(f"saba needs a finite-sum problem with per-sample lower_i/upper_j and n_inner/n_outer; "
                                f"{type(problem).__name__} lacks {', '.join(missing)}")
+        if getattr(problem, "full_batch", False):
+            raise RatelabError("saba needs sampled minibatch indices: build the problem with full_batch=False")
         x, z = problem.initial(key)
         v = jnp.zeros_like(z)
         mem = _per_sample(problem, x, z, v, jnp.arange(problem.n_inner), jnp.arange(problem.n_outer))
@@ -154,12 +182,13 @@ def saba(*, inner_lr: Any, outer_lr: Any, refresh: bool = True) -> Solver:
         idx = (idx_in, idx_in, idx_in, idx_out, idx_out)
         est = tuple(jnp.mean(nw - m[i], 0) + jnp.mean(m, 0) for nw, m, i in zip(new, state.mem, idx, strict=True))
         gz, hv, cx, fz, fx = est
-        dz, dv, dx = gz, hv + fz, cx + fx
-        mem = tuple(m.at[i].set(nw) for nw, m, i in zip(new, state.mem, idx, strict=True)) if refresh else state.mem
-        calls = state.calls + 3 * idx_in.shape[0] + 2 * idx_out.shape[0]
-        out = SABAState(x=state.x - gam * dx, z=state.z - rho * dz, v=state.v - rho * dv, k=state.k + 1,
-                        calls=calls, mem=mem)
-        return out, {"oracle_calls": calls, "hypergrad_sq": jnp.vdot(dx, dx), **_extra(problem, state.x, state.z)}
+        mem = state.mem
+        if refresh is not False:
+            mem = tuple(m.at[i].set(nw) for nw, m, i in zip(new, state.mem, idx, strict=True))
+            if refresh is not True:
+                mem = tuple(jnp.where(refresh != 0, a, b) for a, b in zip(mem, state.mem, strict=True))
+        return _framework_step(state, problem, rho, gam, (gz, hv + fz, cx + fx),
+                               state.calls + 3 * idx_in.shape[0] + 2 * idx_out.shape[0], mem=mem)
 
     return Solver(init=init, step=step, sample=pbgd_sample)
 
@@ -202,7 +231,7 @@ def f2sa(*, x_lr: Any, y_lr: Any, z_lr: Any, multiplier: Any, inner_steps: int =
         b = jax.tree.map(lambda a: a[inner_steps], batches)
         gx = (jax.grad(problem.upper)(x, y, b)
               + lam * (jax.grad(problem.lower)(x, y, b) - jax.grad(problem.lower)(x, z, b)))
-        bi, bo = _batch_sizes(b)
+        bi, bo = _batch_sizes(b, problem)
         calls = state.calls + (inner_steps + 1) * (2 * bi + bo)
         new = F2SAState(x=x - xi * gx, y=y, z=z, k=k + 1, calls=calls)
         return new, {"oracle_calls": calls, "hypergrad_sq": jnp.vdot(gx, gx), "multiplier": jnp.asarray(lam),
