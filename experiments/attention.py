@@ -10,8 +10,7 @@ Experiments
   W^V-gradient at the init), the same data and inits for both kernels; success = loss < 1e-6 after T steps, per
   init and embedding dimension D (vmapped: the D-problems are zero-padded to d_max = 16, exactly). Claims: at
   D = 2 Nn each kernel succeeds with probability >= 0.9 (Wilson interval), the paper's "global optimum when the
-  embedding dimension is large"; at D = Nn/2 and 3Nn/4 the Gaussian kernel succeeds at least as often as Softmax
-  (paired bootstrap on the per-init difference). Controls (derived dimension counts): at D = 2 the layer has at
+  embedding dimension is large" (the pre-registered small-D comparison is reported below, not registered). Controls (derived dimension counts): at D = 2 the layer has at
   most 3 D^2 = 12 < Nn D = 16 free numbers, so a random Y is fitted with probability 0; at D = 3 Softmax's image has
   dimension <= 2 D^2 = 18 < 24, the Gaussian's <= 2.5 D^2 + D/2 = 24.
 * ``attention-softmax-stuck``: the paper's "Softmax may lead to suboptimal local solutions", as a checked fact on
@@ -30,7 +29,9 @@ Measured (seed 0; pre-registered bands; docs/attention_prereg.md):
   registered step: 148, 112, 222, 206, 210, 35, 201, 15 of 256); Gaussian 0, 0, 0, 0, 0, 0.168, 0.918, 0.707
   (none overflowed). Control (D = 2): 0 [0, 0.09] (quick): FAILs as it must.
 * Gaussian >= Softmax at D = 4, 6: 0 - 0 = 0 [0, 0]: PASS but WEAK: both kernels never reach the optimum below Nn
-  on this instance, so the claim holds vacuously and its control (reversed sign at D = 3) passes too.
+  on this instance, so the claim holds vacuously and its control (reversed sign at D = 3) passes too. It was
+  pre-registered and is therefore reported here, but taken out of the registry: a claim that cannot fail on the
+  instance would count as verified. (At D = Nn = 8, full, Softmax succeeds more often: 0.227 against 0.168.)
 * stuck: instance A FAILs to show one (gap 9e-32); instance B: |grad| = 4.7e-7 (its init 0.071), loss 0.545 above
   the optimum 0 (certificate 2.6e-28; the best run's gap -2.6e-28), Hessian lambda_min / lambda_max = -1.1e-4: a
   saddle, not a local minimum (the registered "not a strict saddle" FAILs). So Softmax GD does stick far above the
@@ -139,10 +140,6 @@ def _claims_kernels(cfg: dict[str, Any]) -> list[Claim]:
     below = Control("below-count", f"D = {r['below']}: the layer has at most 3 D^2 = {3 * r['below'] ** 2} free "
                     f"numbers against Nn D = {nn * r['below']} targets, so GD fits a random Y with probability 0 "
                     "(derived)", claim={"window": _at(r["below"])})
-    gap = Control("count-gap", f"the sign reversed (Softmax - Gaussian >= 0) at D = {r['gap']}, where Softmax's "
-                  f"image has dimension <= 2 D^2 = {2 * r['gap'] ** 2} < Nn D = {nn * r['gap']} (it never fits) and "
-                  f"the Gaussian's <= 2.5 D^2 + D/2 = {int(2.5 * r['gap'] ** 2 + r['gap'] / 2)} (derived): FAILs "
-                  "when GD finds Gaussian fits there", claim={"index": (1,), "window": _at(r["gap"])})
     why = {
         "softmax": "measured 0.025 [0.004, 0.129] (quick: 40 inits, T = 1000) and 0.094 [0.064, 0.136] (full: 256, T = "
         "6000). At the N(0, 1/D) init the attention is near uniform and A = [S_i X_i] is ill-conditioned "
@@ -165,12 +162,12 @@ def _claims_kernels(cfg: dict[str, Any]) -> list[Claim]:
             "95 % interval)", metric="success", kind="value", relation="ge", expected=1.0, tolerance=0.1,
             window=_at(r["large"]), index=(i,), statistic="wilson", source=SRC_LARGE, controls=(below,),
             known_failure=why[k]))
-    for d in (r["small"], r["small2"]):
-        claims.append(Claim(
-            id=f"gauss-ge-softmax-D{d}", statement=f"D = {d} (below Nn = {nn}): the Gaussian kernel reaches the "
-            "global optimum at least as often as Softmax from the same inits: mean(success_gauss - success_softmax)"
-            " >= 0 (paired bootstrap over inits)", metric="gauss_minus_softmax", kind="value", relation="ge",
-            expected=0.5, tolerance=0.5, window=_at(d), index=(0,), source=SRC_KERNEL, controls=(gap,)))
+    # Not registered: "at small D the Gaussian kernel succeeds at least as often as Softmax" (gauss-ge-softmax at
+    # D = 4 and 6, with the count-gap control) measured 0 - 0 = 0 [0, 0]: neither kernel ever fits there, so the
+    # claim holds vacuously and its sign-reversed control passes too (WEAK: it cannot fail on this instance). In the
+    # full run at D = 8 = Nn, Softmax succeeds more often (0.227) than the Gaussian kernel (0.168). A registered
+    # claim that cannot fail would make the report say less than it seems to; the numbers stay here and in the
+    # figure (gauss_minus_softmax).
     return claims
 
 
