@@ -207,12 +207,14 @@ def population_limits(theta: tuple[float, float], beta: float, n_actions: int, f
 def oop_study(data: Data, ns: jax.Array, new_ratio: float, theta: jax.Array, beta: float, prior: float,
               w_dpo_limit: jax.Array, w_po_limit: jax.Array, quad_s: jax.Array, quad_w: jax.Array, flip: Any,
               n_actions: int) -> dict[str, jax.Array]:
-    """One seed's buffers, every N of ``ns``: the suboptimality J* - J of DPO, RMB-PO and RMB-PO+, the excess of each
-    method's own population objective over its limit (DPO's population loss; RMB-PO(+)'s population regularised
-    value), each ``[len(ns)]``, and the log-ratios of RMB-PO's to DPO's suboptimality and of RMB-PO+'s to RMB-PO's
-    excess (per seed: sums over the grid of N times the excess). ``n_actions`` is static; ``flip`` (0 or 1) may be
-    traced. The two likelihood fits (reward model, DPO) share one vmapped
-    solver, and so do the two policy optimisations (RMB-PO's weights are RMB-PO+'s with the new prompts masked)."""
+    """One seed's buffers, every N of ``ns``: the suboptimality J* - J of DPO, RMB-PO and RMB-PO+, the excess of
+    each method's own population objective over its limit (DPO's population loss; RMB-PO(+)'s population
+    regularised value), each ``[len(ns)]``, and the log-ratios of RMB-PO's to DPO's suboptimality and of RMB-
+    PO+'s to RMB-PO's excess (per seed: sums over the grid of N times the excess). ``n_actions`` is static;
+    ``flip`` (0 or 1) may be traced. ``ns`` may be traced (masks over the full buffers, one program for every N)
+    or concrete with a concrete ``new_ratio`` (each N on its own prefix of the buffers: the same fits, less
+    work). The two likelihood fits (reward model, DPO) share one vmapped solver, and so do the two policy
+    optimisations (RMB-PO's weights are RMB-PO+'s with the new prompts masked)."""
     psi_q = features(quad_s, n_actions, flip)
     r_q = features(quad_s, n_actions) @ theta
     j_star = jnp.sum(quad_w * r_q.max(-1))
@@ -225,19 +227,34 @@ def oop_study(data: Data, ns: jax.Array, new_ratio: float, theta: jax.Array, bet
     po_pop = lambda w: policy_objective(w, psi_q, r_q, quad_w, beta)  # noqa: E731
     dpo_pop = lambda w: population_dpo_loss(w, psi_q, r_q, quad_w, beta)  # noqa: E731
 
-    def at(n):
-        mask = (idx < n).astype(phi.dtype)
-        new_mask = (idx_new < jnp.round(new_ratio * n)).astype(phi.dtype)
-        theta_hat, v_dpo = jax.vmap(lambda d: bt_mle(d, mask, prior))(diffs)
+    def solve(diffs_n, mask, new_mask, phi_n, psi_n):
+        theta_hat, v_dpo = jax.vmap(lambda d: bt_mle(d, mask, prior))(diffs_n)
         w_dpo = v_dpo / beta
         weights = jnp.stack([jnp.concatenate([mask, 0 * new_mask]), jnp.concatenate([mask, new_mask])])
-        w_po, w_plus = jax.vmap(lambda wt: rmb_po(psi, phi @ theta_hat, wt, beta, w_po_limit))(weights)
+        w_po, w_plus = jax.vmap(lambda wt: rmb_po(psi_n, phi_n @ theta_hat, wt, beta, w_po_limit))(weights)
         return {"subopt_dpo": j_star - value(w_dpo), "subopt_po": j_star - value(w_po),
                 "subopt_plus": j_star - value(w_plus),
                 "excess_dpo": dpo_pop(w_dpo) - dpo_pop(w_dpo_limit),
                 "excess_po": po_pop(w_po_limit) - po_pop(w_po), "excess_plus": po_pop(w_po_limit) - po_pop(w_plus)}
 
-    out = jax.vmap(at)(ns)
+    def at(n):  # a traced N: the full buffers with masks, one program for every N
+        mask = (idx < n).astype(phi.dtype)
+        new_mask = (idx_new < jnp.round(new_ratio * n)).astype(phi.dtype)
+        return solve(diffs, mask, new_mask, phi, psi)
+
+    def at_static(n: int):  # a concrete N: only the first n pairs and round(new_ratio n) new prompts
+        m = int(np.round(new_ratio * n))
+        rows = np.concatenate([np.arange(n), n_max + np.arange(m)])
+        return solve(diffs[:, :n], jnp.ones(n, phi.dtype), jnp.ones(m, phi.dtype), phi[rows], psi[rows])
+
+    if isinstance(ns, (tuple, list, np.ndarray)) and isinstance(new_ratio, (int, float)):
+        # static N (the experiment's path): each N solves on its own prefix of the buffers, about 3.5x less work
+        # on a doubling grid than masking the full buffers for every N; the same fits as the masked path
+        per_n = [at_static(int(n)) for n in ns]
+        out = {k: jnp.stack([r[k] for r in per_n]) for k in per_n[0]}
+        ns = jnp.asarray(ns, phi.dtype)
+    else:
+        out = jax.vmap(at)(ns)
     out["log_po_over_dpo"] = jnp.log(out["subopt_po"] / out["subopt_dpo"])
     ratio = jnp.sum(ns * out["excess_plus"]) / jnp.sum(ns * out["excess_po"])
     out["log_plus_over_po"] = jnp.log(ratio) * jnp.ones_like(out["excess_po"])

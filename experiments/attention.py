@@ -5,14 +5,15 @@ in :mod:`optim_theory.attention`; the instance, claims, bands and controls were 
 
 Experiments
 -----------
-* ``attention-kernels``: N = 2 sequences of n = 4 tokens (Nn = 8), X, Y ~ N(0, 1) (X scaled 1/sqrt(D)), inits
-  W ~ N(0, 1/D), plain GD on (W^Q, W^K, W^V) with step 0.5 / L_V(init) (L_V the exact Lipschitz constant of the
-  W^V-gradient at the init), the same data and inits for both kernels; success = loss < 1e-6 after T steps, per
-  init and embedding dimension D (vmapped: the D-problems are zero-padded to d_max = 16, exactly). Claims: at
-  D = 2 Nn each kernel succeeds with probability >= 0.9 (Wilson interval), the paper's "global optimum when the
-  embedding dimension is large" (the pre-registered small-D comparison is reported below, not registered). Controls (derived dimension counts): at D = 2 the layer has at
-  most 3 D^2 = 12 < Nn D = 16 free numbers, so a random Y is fitted with probability 0; at D = 3 Softmax's image has
-  dimension <= 2 D^2 = 18 < 24, the Gaussian's <= 2.5 D^2 + D/2 = 24.
+* ``attention-kernels``: N = 2 sequences of n = 4 tokens (Nn = 8), X, Y ~ N(0, 1) (X scaled 1/sqrt(D)), inits W ~
+  N(0, 1/D), plain GD on (W^Q, W^K, W^V) with step 0.5 / L_V(init) (L_V the exact Lipschitz constant of the
+  W^V-gradient at the init), the same data and inits for both kernels; success = loss < 1e-6 after T steps, per init
+  and embedding dimension D (vmapped: the D-problems are zero-padded to d_max = 16, exactly). Claims: at D = 2 Nn
+  each kernel succeeds with probability >= 0.9 (Wilson interval), the paper's "global optimum when the embedding
+  dimension is large" (the pre-registered small-D comparison is reported below, not registered). Controls (derived
+  dimension counts): at D = 2 the layer has at most 3 D^2 = 12 < Nn D = 16 free numbers, so a random Y is fitted
+  with probability 0; at D = 3 Softmax's image has dimension <= 2 D^2 = 18 < 24, the Gaussian's <= 2.5 D^2 + D/2 =
+  24.
 * ``attention-softmax-stuck``: the paper's "Softmax may lead to suboptimal local solutions", as a checked fact on
   a registered instance (Softmax, only W^Q trained, W^K = I, W^V fixed, D = 2, one sequence of 4 tokens, targets
   from a teacher W^Q*, so the global optimum is 0): GD from 256 inits, Newton polish of the converged point with the

@@ -20,7 +20,7 @@ from typing import Any
 from ratelab.errors import RatelabError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
+MAX_AUTO_JOBS = 4  # verify's default worker count: the machine's cores, up to this (ratelab.harness.auto_jobs)
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage dump
@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p_run)
     p_ver = sub.add_parser("verify", help="run experiments, judge each claim, write REPORT.md, report.json, index.html")
     p_ver.add_argument("--only", nargs="+", metavar="ID", help="only these experiments")
-    p_ver.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
-                       help="run experiments in N worker processes (default 1; the report equals a serial run's)")
+    p_ver.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                       help="run experiments in N worker processes (default: this machine's cores, at most "
+                       f"{MAX_AUTO_JOBS}; 1 runs them in this process; the report equals a serial run's)")
     p_ver.add_argument("--scheduler", metavar="ADDRESS",
                        help="send the experiments to a running dask distributed cluster (e.g. tcp://host:8786; "
                             "needs pip install ratelab[cluster]); the workers, which need this same ratelab "
@@ -219,7 +220,8 @@ def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
     overrides = _overrides(args)
     if args.command == "verify":
         report = verify(ids, args.mode, out=args.out, overrides=overrides, force=args.force, progress=args.progress,
-                        log=_log, jobs=args.jobs, modules=args.modules, scheduler=args.scheduler)
+                        log=_log, jobs=args.jobs or (1 if args.scheduler else None), modules=args.modules,
+                        scheduler=args.scheduler)
         print(console_table(report.rows))
         print(f"\nreport: {report.markdown_path}, page: {report.markdown_path.parent / 'index.html'}")
         return EXIT_OK if report.passed else EXIT_FAIL

@@ -35,6 +35,7 @@ from ratelab.report import Report, rows, write_report
 from ratelab.runner import KEEP_CHECKPOINT, Trace, remove_checkpoint
 from ratelab.validate import check_positive_int
 
+MAX_AUTO_JOBS = 4
 UPDATES_PER_CHUNK = 2e8  # seed-steps per jitted call: a few seconds on one CPU core, so the bar moves
 
 
@@ -396,15 +397,28 @@ def _run_on_cluster(exps: list[Experiment], mode: str, out: str | os.PathLike, o
     return [results[e.id] for e in exps]
 
 
+def auto_jobs(exps: list[Experiment]) -> int:
+    """``verify(jobs=None)``: the cores this process may use (its CPU affinity), at most MAX_AUTO_JOBS, when every
+    experiment can be imported by a fresh worker (from experiments/ or a user module); else 1. Compilation and
+    plotting are single-threaded, so experiments in parallel processes fill the cores one process leaves idle."""
+    importable = all(getattr(e.execute, "__module__", "").startswith(("experiments.", "ratelab_user_")) for e in exps)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_JOBS, cores)) if importable else 1
+
+
 def verify(ids: list[str] | tuple[str, ...] | None = None, mode: str = "quick", *, out: str | os.PathLike = "results",
            overrides: dict[str, Any] | None = None, force: bool = False, progress: bool | None = None,
-           log: Callable[[str], None] = lambda msg: None, jobs: int = 1,
+           log: Callable[[str], None] = lambda msg: None, jobs: int | None = 1,
            modules: tuple[str, ...] | list[str] = (), scheduler: str | None = None) -> Report:
     """Run experiments (every registered one by default), judge every claim and write ``REPORT.md`` and
     ``report.json`` under ``out``. Every config is checked before any compute; results whose config and code are
     unchanged are reused (``force=True`` reruns them). ``jobs > 1`` runs the experiments in that many worker
     processes (spawned: each compiles its own programs, sharing the persistent compilation cache); the report and
-    every trace equal a serial run's bit for bit. ``modules``: paths of the user's own experiment modules
+    every trace equal a serial run's bit for bit; ``jobs=None`` picks :func:`auto_jobs` (the command line's
+    default). ``modules``: paths of the user's own experiment modules
     (:func:`ratelab.modules.load_module`), imported here and in every worker.
 
     ``scheduler`` (an address such as ``tcp://host:8786``) sends each experiment as one task to that running dask
@@ -413,12 +427,13 @@ def verify(ids: list[str] | tuple[str, ...] | None = None, mode: str = "quick", 
     again equals a serial run's. Every worker must run this same ratelab code (checked before any compute)."""
     from ratelab.modules import load_module
 
-    check_positive_int("jobs", jobs)
+    if jobs is not None:
+        check_positive_int("jobs", jobs)
     if scheduler is not None:
         from ratelab import cluster
 
         cluster.check_address(scheduler)
-        if jobs != 1:
+        if jobs not in (None, 1):
             raise RatelabError(f"jobs and scheduler: give one of them (the cluster's workers are the jobs), got "
                                f"jobs={jobs} and scheduler={scheduler!r}")
         if modules:
@@ -431,6 +446,7 @@ def verify(ids: list[str] | tuple[str, ...] | None = None, mode: str = "quick", 
     exps = [get(i) for i in dict.fromkeys(ids)] if ids else experiments()
     for exp in exps:
         plan(exp, mode, overrides)
+    jobs = auto_jobs(exps) if jobs is None else jobs
     prepare_out(out)
     if scheduler is not None:
         results = _run_on_cluster(exps, mode, out, overrides, force, scheduler, progress, log)
