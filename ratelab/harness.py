@@ -30,7 +30,7 @@ from ratelab.html import write_page
 from ratelab.io import atomic_savez, atomic_write, atomic_write_json, sha256_file
 from ratelab.lock import folder_lock
 from ratelab.provenance import config_hash, experiment_code_version, versions
-from ratelab.registry import Experiment, experiments, get
+from ratelab.registry import Experiment, experiments, get, registered_by
 from ratelab.report import Report, rows, write_report
 from ratelab.runner import KEEP_CHECKPOINT, Trace, remove_checkpoint
 from ratelab.validate import check_positive_int
@@ -401,7 +401,7 @@ def auto_jobs(exps: list[Experiment]) -> int:
     """``verify(jobs=None)``: the cores this process may use (its CPU affinity), at most MAX_AUTO_JOBS, when every
     experiment can be imported by a fresh worker (from experiments/ or a user module); else 1. Compilation and
     plotting are single-threaded, so experiments in parallel processes fill the cores one process leaves idle."""
-    importable = all(getattr(e.execute, "__module__", "").startswith(("experiments.", "ratelab_user_")) for e in exps)
+    importable = all(registered_by(e.id).startswith(("experiments.", "ratelab_user_")) for e in exps)
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

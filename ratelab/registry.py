@@ -155,6 +155,7 @@ def coerce(key: str, value: Any, like: Any) -> Any:
 
 
 _REGISTRY: dict[str, Experiment] = {}
+_REGISTERED_BY: dict[str, str] = {}
 
 
 def register(exp: Experiment) -> Experiment:
@@ -168,7 +169,14 @@ def register(exp: Experiment) -> Experiment:
         if missing:
             raise RatelabError(f"experiment {exp.id!r} {mode} configuration lacks {missing}")
     _REGISTRY[exp.id] = exp
+    _REGISTERED_BY[exp.id] = sys._getframe(1).f_globals.get("__name__", "")
     return exp
+
+
+def registered_by(exp_id: str) -> str:
+    """The name of the module whose import registered ``exp_id`` (a fresh process can register it again by
+    importing that module when it is a module of ``experiments`` or a user module loaded with ``--module``)."""
+    return _REGISTERED_BY.get(exp_id, "")
 
 
 def unregister(exp_id: str) -> None:

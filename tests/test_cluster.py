@@ -63,7 +63,7 @@ def test_cluster_verify_equals_serial(tmp_path, scheduler, compilation_cache):
                 assert sorted(a) == sorted(b)
                 for key in a:
                     np.testing.assert_array_equal(a[key], b[key], err_msg=f"{exp_id}/{name}/{key}")
-        leftovers = [p.name for p in (tmp_path / "dist" / exp_id).iterdir() if p.name.startswith(".")]
+        leftovers = [p.name for p in (tmp_path / "dist" / exp_id).iterdir() if p.name.endswith(".tmp")]
         assert leftovers == []  # no temporary file of the atomic writes
     js = json.loads((tmp_path / "dist" / "report.json").read_text())
     assert [c["experiment"] for c in js["claims"]] == [r["experiment"] for r in serial.rows]

@@ -158,7 +158,15 @@ def test_report_json_records_the_report_it_was_written_with(tmp_path, capsys, to
     assert "REPORT.md is not the report" in err and err.strip().count("\n") == 0, err
 
 
-def test_a_users_module_runs_from_the_cli_and_its_code_is_hashed(tmp_path, capsys):
+@pytest.fixture
+def unregister_user_rm():
+    yield
+    from ratelab.registry import unregister
+
+    unregister("user-rm")  # the registry is the process's: later tests count its experiments
+
+
+def test_a_users_module_runs_from_the_cli_and_its_code_is_hashed(tmp_path, capsys, unregister_user_rm):
     mod = tmp_path / "my_experiment.py"
     mod.write_text(USER_MODULE.format(a=1.0))
     argv = ["run", "user-rm", "--module", str(mod), "--out", str(tmp_path / "out"), "--no-progress"]
