@@ -19,6 +19,17 @@ def physical_memory() -> int | None:
         return None
 
 
+MAX_AUTO_JOBS = 4  # verify's default worker count: the usable cores, up to this
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _gib(n: float) -> str:
     return f"{n / 2**30:.3g} GiB"
 
@@ -53,10 +64,11 @@ def check_run_memory(runs: int, n_blocks: int, log_every: int, state: Any, sampl
     80 % of the machine's memory: the solver state twice (in and out of a jitted call), one block's samples, and the
     recorded metrics; ``state``, ``sample`` (one step's) and ``metrics`` are abstract shapes of one seed."""
     limit = physical_memory() if limit is None else limit
-    per_seed = 2 * _nbytes(state) + log_every * _nbytes(sample) + n_blocks * _nbytes(metrics)
+    state_bytes = _nbytes(state)
+    per_seed = 2 * state_bytes + log_every * _nbytes(sample) + n_blocks * _nbytes(metrics)
     need = runs * per_seed
     if limit and need > FRACTION * limit:
         raise RatelabError(
-            f"seeds: {runs} parallel runs x {_gib(per_seed)} each (solver state {_gib(_nbytes(state))}, "
+            f"seeds: {runs} parallel runs x {_gib(per_seed)} each (solver state {_gib(state_bytes)}, "
             f"{n_blocks} logged steps) need about {_gib(need)}, more than 80 % of this machine's {_gib(limit)}; "
             "use fewer seeds, fewer steps or a larger log_every")

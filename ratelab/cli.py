@@ -17,10 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ratelab.budget import MAX_AUTO_JOBS
 from ratelab.errors import RatelabError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-MAX_AUTO_JOBS = 4  # verify's default worker count: the machine's cores, up to this (ratelab.harness.auto_jobs)
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage dump

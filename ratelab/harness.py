@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ratelab.budget import check_memory
+from ratelab.budget import MAX_AUTO_JOBS, check_memory, usable_cores
 from ratelab.claims import Claim, Control, Verdict, check, overall_status
 from ratelab.errors import RatelabError
 from ratelab.figures import plot_experiment, save_figure
@@ -35,7 +35,6 @@ from ratelab.report import Report, rows, write_report
 from ratelab.runner import KEEP_CHECKPOINT, Trace, remove_checkpoint
 from ratelab.validate import check_positive_int
 
-MAX_AUTO_JOBS = 4
 UPDATES_PER_CHUNK = 2e8  # seed-steps per jitted call: a few seconds on one CPU core, so the bar moves
 
 
@@ -91,6 +90,11 @@ def control_config(exp: Experiment, mode: str, overrides: dict[str, Any] | None,
 def _chunks(cfg: dict[str, Any]) -> int:
     n_blocks = cfg["steps"] // cfg["log_every"]
     return max(1, min(n_blocks, math.ceil(cfg["steps"] * cfg["seeds"] / UPDATES_PER_CHUNK)))
+
+
+def _run_tag(chash: str, code: str) -> str:
+    """What names a run's checkpoints (its own and its controls'): the config hash and the code version."""
+    return f"-{chash[:12]}-{code[:8]}"
 
 
 def run_controls(exp: Experiment, mode: str, overrides: dict[str, Any] | None, claims: list[Claim], trace: Trace,
@@ -210,7 +214,8 @@ def _run_locked(exp: Experiment, mode: str, cfg: dict, claims: list[Claim], fold
     t0 = time.perf_counter()
     # one checkpoint per config and code: another config (or a --quick run beside an interrupted --full one) never
     # resumes or deletes it; it is deleted only once the result.json that supersedes it is on disk
-    ckpt = folder / f"checkpoint-{chash[:12]}-{code[:8]}.npz"
+    tag = _run_tag(chash, code)
+    ckpt = folder / f"checkpoint{tag}.npz"
     token = KEEP_CHECKPOINT.set(True)
     try:
         trace = exp.execute(cfg, jax.random.key(cfg["seed"]), chunks=_chunks(cfg), progress=progress,
@@ -219,7 +224,7 @@ def _run_locked(exp: Experiment, mode: str, cfg: dict, claims: list[Claim], fold
         KEEP_CHECKPOINT.reset(token)
     wall = time.perf_counter() - t0
     control_traces, control_files = run_controls(exp, mode, overrides, claims, trace, folder, progress=progress,
-                                                 tag=f"-{chash[:12]}-{code[:8]}", log=log)
+                                                 tag=tag, log=log)
     controls_s = time.perf_counter() - t0 - wall
     log(f"{exp.id}: judging {len(claims)} claim(s) and drawing the figure")
     verdicts: list[Verdict] = [check(c, trace, controls=control_traces[c.id]) for c in claims]
@@ -327,7 +332,7 @@ def _write_shipped(out: str | os.PathLike, result: dict) -> dict:
         for name in [n for n in shipped if n != "result.json"] + ["result.json"]:
             data = shipped[name]
             atomic_write(folder / name, lambda f, data=data: f.write(data))
-        remove_checkpoint(folder / f"checkpoint-{result['config_hash'][:12]}-{result['code_version'][:8]}.npz")
+        remove_checkpoint(folder / f"checkpoint{_run_tag(result['config_hash'], result['code_version'])}.npz")
     return result
 
 
@@ -402,11 +407,7 @@ def auto_jobs(exps: list[Experiment]) -> int:
     experiment can be imported by a fresh worker (from experiments/ or a user module); else 1. Compilation and
     plotting are single-threaded, so experiments in parallel processes fill the cores one process leaves idle."""
     importable = all(registered_by(e.id).startswith(("experiments.", "ratelab_user_")) for e in exps)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_AUTO_JOBS, cores)) if importable else 1
+    return max(1, min(MAX_AUTO_JOBS, usable_cores())) if importable else 1
 
 
 def verify(ids: list[str] | tuple[str, ...] | None = None, mode: str = "quick", *, out: str | os.PathLike = "results",

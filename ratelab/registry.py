@@ -182,6 +182,7 @@ def registered_by(exp_id: str) -> str:
 def unregister(exp_id: str) -> None:
     """Remove an experiment from the registry (no error if absent)."""
     _REGISTRY.pop(exp_id, None)
+    _REGISTERED_BY.pop(exp_id, None)
 
 
 def experiments() -> list[Experiment]:

@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from ratelab.runner import run
 from ratelab.schedules import harmonic
 from rl_theory.sa import make_scalar_sa, robbins_monro
 
@@ -26,3 +27,22 @@ def _compilation_cache_in_a_temporary_folder(tmp_path_factory):
         os.environ.pop("RATELAB_CACHE_DIR", None)
     else:
         os.environ["RATELAB_CACHE_DIR"] = old
+
+
+class Interrupted(Exception):
+    """What :func:`interrupted_run`'s ``on_chunk`` raises."""
+
+
+@pytest.fixture
+def interrupted_run():
+    """``interrupted_run(solver, problem, key, after=B, **run_kw)``: ``rl.run`` stopped once B blocks are done, at
+    the chunk boundary where a kill would leave that chunk's checkpoint behind."""
+    def go(solver, problem, key, *, after: int = 1, **kw):
+        def on_chunk(done: int) -> None:
+            if done >= after:
+                raise Interrupted
+
+        with pytest.raises(Interrupted):
+            run(solver, problem, key, on_chunk=on_chunk, **kw)
+
+    return go

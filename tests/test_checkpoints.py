@@ -20,20 +20,11 @@ from rl_theory.sa import make_scalar_sa, robbins_monro
 ROOT = Path(__file__).parents[1]
 
 
-class Stop(Exception):
-    pass
-
-
-def test_another_problem_never_resumes_a_checkpoint(tmp_path, capsys):
+def test_another_problem_never_resumes_a_checkpoint(tmp_path, capsys, interrupted_run):
     solver = robbins_monro(harmonic(1.0, 10.0))
     ckpt = tmp_path / "c.npz"
     kw = dict(steps=400, seeds=4, log_every=10, chunks=4, progress=False, checkpoint=ckpt)
-
-    def stop(b):
-        raise Stop
-
-    with pytest.raises(Stop):
-        run(solver, make_scalar_sa(lam=1.0, sigma=1.0, x0=1.0), 0, on_chunk=stop, **kw)
+    interrupted_run(solver, make_scalar_sa(lam=1.0, sigma=1.0, x0=1.0), 0, **kw)
     other = run(solver, make_scalar_sa(lam=2.0, sigma=1.0, x0=1.0), 0, **kw)
     assert "resuming" not in capsys.readouterr().err
     plain = run(solver, make_scalar_sa(lam=2.0, sigma=1.0, x0=1.0), 0, steps=400, seeds=4, log_every=10, chunks=4)

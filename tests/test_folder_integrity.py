@@ -254,18 +254,12 @@ def test_checkpoints_append_and_never_rewrite_a_logged_part(tmp_path):
     assert not ckpt.exists() and not list(tmp_path.glob("c.npz.part-*"))
 
 
-def test_a_missing_checkpoint_part_restarts_cleanly(tmp_path, capsys):
+def test_a_missing_checkpoint_part_restarts_cleanly(tmp_path, capsys, interrupted_run):
     problem = make_scalar_sa(lam=1.0, sigma=1.0, x0=1.0)
     solver = robbins_monro(harmonic(1.0, 10.0))
     ckpt = tmp_path / "c.npz"
     kw = dict(steps=400, seeds=4, log_every=10, chunks=4, progress=False, checkpoint=ckpt)
-
-    def stop(b):
-        if b >= 20:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run(solver, problem, 0, on_chunk=stop, **kw)
+    interrupted_run(solver, problem, 0, after=20, **kw)
     sorted(tmp_path.glob("c.npz.part-*"))[0].unlink()
     capsys.readouterr()
     tr = run(solver, problem, 0, **kw)
