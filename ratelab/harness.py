@@ -314,6 +314,32 @@ def _run_in_worker(exp_id: str, mode: str, out: str, overrides: dict[str, Any] |
             return {**result, "shipped": {name: (folder / name).read_bytes() for name in names}}
 
 
+def _run_group_in_worker(exp_ids: list[str], mode: str, out: str, overrides: dict[str, Any] | None,
+                         force: bool) -> list[dict]:
+    """One task of ``verify(jobs=N)``: the experiments of one module, one after another in this worker."""
+    return [_run_in_worker(i, mode, out, overrides, force) for i in exp_ids]
+
+
+def _recorded_wall(folder: Path) -> float:
+    """The wall time ``folder/result.json`` recorded (inf where there is none: unknown costs go first)."""
+    try:
+        return float(json.loads((folder / "result.json").read_text())["timings"]["wall_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return float("inf")
+
+
+def tasks(exps: list[Experiment], out: str | os.PathLike) -> list[list[Experiment]]:
+    """``verify(jobs=N)``'s tasks: the experiments registered by one module form one task (they share that
+    module's in-process caches and compiled programs: a3c-stationarity and a3c-speedup read one sweep), the
+    tasks ordered longest first by the wall times recorded under ``out`` (the greedy longest-first schedule: the
+    pool hands the next task to the first free worker), registration order among equals."""
+    groups: dict[str, list[Experiment]] = {}
+    for e in exps:
+        groups.setdefault(registered_by(e.id) or e.id, []).append(e)
+    cost = {key: sum(_recorded_wall(Path(out) / e.id) for e in g) for key, g in groups.items()}
+    return [groups[k] for k in sorted(groups, key=lambda k: -cost[k])]
+
+
 def _write_shipped(out: str | os.PathLike, result: dict) -> dict:
     """Write the files a dask worker returned into ``OUT/ID/``, each atomically and ``result.json`` last (the
     commit record, as in a local run); delete the local checkpoint it supersedes. Returns the result without
@@ -336,28 +362,32 @@ def _write_shipped(out: str | os.PathLike, result: dict) -> dict:
     return result
 
 
-def _gather(futures: dict[Future, str], desc: str, progress: bool | None, log: Callable[[str], None],
+def _gather(futures: dict[Future, list[str]], desc: str, progress: bool | None, log: Callable[[str], None],
             collect: Callable[[dict], dict] = lambda result: result) -> dict[str, dict]:
-    """Wait for the experiments' futures, in the order they finish, under one bar counting finished experiments;
-    ``collect`` turns each worker's answer into the result (the dask path writes the shipped files there)."""
+    """Wait for the futures (each answers for a list of experiments), in the order they finish, under one bar
+    counting finished experiments; ``collect`` turns each worker's answer into the result (the dask path writes the
+    shipped files there)."""
     from ratelab.progress import bar
 
     results: dict[str, dict] = {}
-    with bar(len(futures), desc=desc, unit="exp", progress=progress) as b:
+    with bar(sum(map(len, futures.values())), desc=desc, unit="exp", progress=progress) as b:
         for fut in as_completed(futures):
-            result = collect(fut.result())
-            results[futures[fut]] = result
-            how = "reused" if result.get("reused") else f"in {result['timings']['wall_s']:.1f}s"
-            log(f"{result['id']}: {result['status']} {how}")
-            b.update(1)
+            answer = fut.result()
+            for exp_id, raw in zip(futures[fut], answer if isinstance(answer, list) else [answer], strict=True):
+                result = collect(raw)
+                results[exp_id] = result
+                how = "reused" if result.get("reused") else f"in {result['timings']['wall_s']:.1f}s"
+                log(f"{result['id']}: {result['status']} {how}")
+                b.update(1)
     return results
 
 
 def _run_parallel(exps: list[Experiment], mode: str, out: str | os.PathLike, overrides: dict[str, Any] | None,
                   force: bool, jobs: int, progress: bool | None, log: Callable[[str], None],
                   modules: tuple[str, ...] = ()) -> list[dict]:
-    """Each experiment in one of ``jobs`` spawned worker processes (one folder each, so they never share a file);
-    the results come back in registration order, and one bar counts the finished experiments."""
+    """The experiments in ``jobs`` spawned worker processes, one :func:`tasks` entry at a time (one folder per
+    experiment, so they never share a file); the results come back in registration order, and one bar counts the
+    finished experiments."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -366,7 +396,8 @@ def _run_parallel(exps: list[Experiment], mode: str, out: str | os.PathLike, ove
     active = cache.active_dir()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                              initargs=(str(active) if active else None, modules)) as pool:
-        futures = {pool.submit(_run_in_worker, e.id, mode, str(out), overrides, force): e.id for e in exps}
+        futures = {pool.submit(_run_group_in_worker, ids, mode, str(out), overrides, force): ids
+                   for ids in ([e.id for e in g] for g in tasks(exps, out))}
         results = _gather(futures, f"verify ({jobs} jobs)", progress, log)
     return [results[e.id] for e in exps]
 
@@ -392,7 +423,7 @@ def _run_on_cluster(exps: list[Experiment], mode: str, out: str | os.PathLike, o
         if todo:
             init = ("default" if cache.active_dir() else None,)
             pool = client.get_executor(pure=False)  # pure=False: every verify call computes anew
-            futures = {pool.submit(_run_in_worker, e.id, mode, str(out), overrides, force, True, init): e.id
+            futures = {pool.submit(_run_in_worker, e.id, mode, str(out), overrides, force, True, init): [e.id]
                        for e in todo}
             log(f"verify: {len(todo)} experiment(s) sent to {scheduler}")
             results.update(_gather(futures, f"verify ({scheduler})", progress, log,

@@ -38,3 +38,18 @@ def test_parallel_verify_equals_serial(tmp_path):
 def test_jobs_must_be_a_positive_int(tmp_path):
     with pytest.raises(RatelabError, match="jobs"):
         rl.verify(IDS, out=tmp_path, jobs=0)
+
+
+def test_tasks_keep_a_module_together_longest_first(tmp_path):
+    from ratelab.harness import tasks
+    from ratelab.io import atomic_write_json
+    from ratelab.registry import get
+
+    exps = [get(i) for i in ("rm-slow", "a3c-stationarity", "rm-fast", "a3c-speedup")]
+    for exp_id, wall in (("rm-slow", 1.0), ("rm-fast", 2.0), ("a3c-stationarity", 5.0), ("a3c-speedup", 5.0)):
+        (tmp_path / exp_id).mkdir()
+        atomic_write_json(tmp_path / exp_id / "result.json", {"timings": {"wall_s": wall}})
+    assert [[e.id for e in g] for g in tasks(exps, tmp_path)] == [["a3c-stationarity", "a3c-speedup"],
+                                                                  ["rm-slow", "rm-fast"]]
+    (tmp_path / "rm-fast" / "result.json").unlink()  # an unknown cost goes first
+    assert [g[0].id for g in tasks(exps, tmp_path)] == ["rm-slow", "a3c-stationarity"]

@@ -194,7 +194,7 @@ def test_the_dimension_experiment_holds_samples_proportional_to_d():
     np.testing.assert_array_equal(tr.steps, [2.0, 4.0, 8.0])
     np.testing.assert_array_equal(tr["grad_sq_avg"][:, -1], tr["grad_sq_fixed_n"][:, -1])
     # d = 2 alone (the same problem, step and keys): its claim value is the mean over its first kappa d = 100 steps
-    p = make_stochastic_rayleigh(jax.random.key(cfg["problem_seed"]), n=3, sigma=cfg["sigma"], ambient=9)
+    p = make_stochastic_rayleigh(jax.random.key(cfg["problem_seed"]), n=3, sigma=cfg["sigma"])  # at its own size
     one = run(zo_rasa(cfg["c"] / np.sqrt(2 * 100), mu=cfg["mu"]), p, jax.random.key(0), steps=400, seeds=2,
               log_every=100, aggregate="mean", x64=True)
     np.testing.assert_allclose(tr["grad_sq_avg"][:, 0], one["grad_norm_sq"][:, 0], rtol=1e-9)
