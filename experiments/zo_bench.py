@@ -37,6 +37,7 @@ Pre-registered (written with their bands before any run):
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jax
@@ -90,22 +91,29 @@ def _quadratic(x: jax.Array, h: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(h * x * x)
 
 
-def _hit_time(key: jax.Array, h: jax.Array, mask: jax.Array, eta: jax.Array, first_order: jax.Array,
-              x0: jax.Array, steps: int, eps: float, mu: float) -> jax.Array:
-    """First k with f(x_k) <= eps f(x_0) (NaN if none within ``steps``): ZO-SGD (two-sided, q = 1, directions on
-    ``mask``'s coordinates: the estimate restricted to them is the d-dimensional one exactly) or gradient descent."""
+def _hit_time(key: jax.Array, h: jax.Array, mask: jax.Array, eta: jax.Array, x0: jax.Array, steps: int,
+              eps: float, mu: float, first_order: bool) -> jax.Array:
+    """First k with f(x_k) <= eps f(x_0) (NaN if none within ``steps``): ZO-SGD (two-sided, q = 1, the k-th step's
+    directions from ``fold_in(key, k)``, restricted to ``mask``'s coordinates: the restricted estimate is the
+    d-dimensional one exactly, since its scalar involves only those coordinates) or gradient descent. A while loop:
+    under vmap it stops when every lane has hit (or at ``steps``)."""
     f0 = _quadratic(x0, h)
-    keys = jax.random.split(key, steps)
 
-    def body_i(carry, inp):
-        i, k = inp
-        x, hit = carry
-        g_zo = zo_gradient(_quadratic, x, k, mu=mu, q=1, kind="two_sided", loss_args=(h,)) * mask
-        x = x - eta * jnp.where(first_order, h * x, g_zo)
-        done = _quadratic(x, h) <= eps * f0
-        return (x, jnp.where((hit < 0) & done, i + 1, hit)), None
+    def cond(carry):
+        i, _, hit = carry
+        return (hit < 0) & (i < steps)
 
-    (_, hit), _ = jax.lax.scan(body_i, (x0, jnp.asarray(-1)), (jnp.arange(steps), keys))
+    def body(carry):
+        i, x, hit = carry
+        if first_order:
+            g = h * x
+        else:
+            g = zo_gradient(_quadratic, x, jax.random.fold_in(key, i), mu=mu, q=1, kind="two_sided",
+                            loss_args=(h,)) * mask
+        x = x - eta * g
+        return i + 1, x, jnp.where(_quadratic(x, h) <= eps * f0, i + 1, hit)
+
+    _, _, hit = jax.lax.while_loop(cond, body, (jnp.asarray(0), x0, jnp.asarray(-1)))
     return jnp.where(hit > 0, hit.astype(x0.dtype), jnp.nan)
 
 
@@ -126,13 +134,14 @@ def _identity_errors(key: jax.Array, n_mask: jax.Array, n: jax.Array, mu: float)
     def quartic(z):
         return quad(z) + jnp.sum((z * n_mask) ** 4) / (4 * n)
 
+    u = _gaussian_like(ku, x)
+    unorm = jnp.linalg.norm(u)
     out = []
     for f, kind in ((quad, "two_sided"), (quad, "one_sided"), (quartic, "two_sided")):
-        g = zo_gradient(f, x, ku, mu=mu, q=1, kind=kind)
-        fwd = zo_gradient(f, x, ku, q=1, kind="forward")
-        u = _gaussian_like(jax.random.split(jax.random.split(ku, 1)[0], 1)[0], x)  # zo_gradient's u (q = 1)
-        scale = jnp.sum(u * u) * jnp.linalg.norm(jax.grad(f)(x))
-        out.append(jnp.linalg.norm(g - fwd) / scale)
+        # g = c u and g_fwd = c_fwd u share u: ||g - g_fwd|| / (||u||^2 ||grad f||) = |c - c_fwd| / (||u|| ||grad f||)
+        c = directional(f, x, u, kind=kind, mu=mu)
+        c_fwd, grad = directional(f, x, u, kind="forward", mu=mu), jax.grad(f)(x)
+        out.append(jnp.abs(c - c_fwd) / (unorm * jnp.linalg.norm(grad)))
     return jnp.stack(out)
 
 
@@ -152,15 +161,12 @@ def _arms(cfg: dict[str, Any]) -> dict[str, np.ndarray]:
         h[1, j], mask[1, j], eta[1, j] = iso, iso, 0.5  # gradient descent, step 1 / (2L)
         h[2, j], mask[2, j], eta[2, j] = spec, 1.0, 1.0 / (r + 2)  # ZO, rank-n spectrum in R^D, step 1/(r + 2)
         h[3, j], mask[3, j], eta[3, j] = spec, 1.0, 1.0 / (D + 2)  # control: the d-based step
-    return {"h": h, "mask": mask, "eta": eta, "first_order": np.array([False, True, False, False]),
-            "x_mask": np.stack([mask[0], mask[0], np.ones((S, D)), np.ones((S, D))])}
+    return {"h": h, "mask": mask, "eta": eta, "x_mask": np.stack([mask[0], mask[0], np.ones((S, D)), np.ones((S, D))])}
 
 
-def _memory(cfg: dict[str, Any]) -> tuple[dict[str, int], dict[str, float]]:
-    """Temp bytes of the compiled first-order gradient, ZO estimate (queries in sequence) and ZO estimate with the
-    queries vmapped, on ``bilevel.transformer``'s model ``cfg['model']`` (float32), and the compile times."""
-    import time
-
+def _memory_programs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The lowered first-order gradient, ZO estimate (queries in sequence) and ZO estimate with the queries vmapped,
+    on ``bilevel.transformer``'s model ``cfg['model']`` (float32, abstract shapes: nothing is run)."""
     mcfg = tfm.get_config(cfg["model"])
     params = jax.eval_shape(lambda: tfm.init_params(jax.random.key(0), mcfg))
     tokens = jax.ShapeDtypeStruct((cfg["batch"], mcfg.seq_len + 1), jnp.int32)
@@ -181,11 +187,13 @@ def _memory(cfg: dict[str, Any]) -> tuple[dict[str, int], dict[str, float]]:
         us = jax.vmap(one)(jax.random.split(k, cfg["q_parallel"]))
         return jax.tree_util.tree_map(lambda a: a.mean(0), us)
 
-    out, t0 = {}, time.perf_counter()
-    for name, f, args in (("first_order", jax.grad(loss), (params, tokens)), ("zo", zo, (params, tokens, key)),
-                          ("zo_parallel", zo_parallel, (params, tokens, key))):
-        out[name] = int(jax.jit(f).lower(*args).compile(FAST_COMPILE).memory_analysis().temp_size_in_bytes)
-    return out, {"compile_s": time.perf_counter() - t0}
+    return {"first_order": jax.jit(jax.grad(loss)).lower(params, tokens),
+            "zo": jax.jit(zo).lower(params, tokens, key),
+            "zo_parallel": jax.jit(zo_parallel).lower(params, tokens, key)}
+
+
+def _temp_bytes(lowered: Any) -> int:
+    return int(lowered.compile(FAST_COMPILE).memory_analysis().temp_size_in_bytes)
 
 
 def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
@@ -193,17 +201,12 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     arms = _arms(cfg)
     n_masks = (np.arange(D)[None] < np.asarray(ns)[:, None]).astype(float)
     with jax.enable_x64(True):
-        k_hit, k_id, k_x = jax.random.split(key, 3)
-        hit_keys = jax.random.split(k_hit, (4, len(ns), seeds))
-        id_keys = jax.random.split(k_id, (len(ns), seeds))
-        x0 = jax.random.normal(k_x, (len(ns), seeds, D), jnp.float32).astype(jnp.float64)
-        x0 = x0[None] * jnp.asarray(arms["x_mask"])[:, :, None, :]
-        (hit, err), timings = call(_study, hit_keys, id_keys, jnp.asarray(arms["h"]), jnp.asarray(arms["mask"]),
-                                   jnp.asarray(arms["eta"]), jnp.asarray(arms["first_order"]), x0,
-                                   jnp.asarray(n_masks), jnp.asarray(np.asarray(ns, float)), cfg["steps"],
-                                   cfg["eps"], cfg["mu"], desc="zo-bench", static_argnums=(9, 10, 11))
-    mem, mem_t = _memory(cfg)
-    timings = {"compile_s": timings["compile_s"] + mem_t["compile_s"], "run_s": timings["run_s"]}
+        (hit, err), timings = call(_study, key, arms["h"], arms["mask"], arms["eta"], arms["x_mask"], n_masks,
+                                   np.asarray(ns, float), seeds, cfg["steps"], cfg["eps"], cfg["mu"],
+                                   desc="zo-bench", static_argnums=(7, 8, 9, 10))
+    t0 = time.perf_counter()  # compiled only (nothing runs): in float32, outside the x64 block
+    mem = {k: _temp_bytes(v) for k, v in _memory_programs(cfg).items()}
+    timings = {**timings, "compile_s": timings["compile_s"] + time.perf_counter() - t0}
     S = len(ns)
 
     def per_seed(v: np.ndarray) -> np.ndarray:  # [sizes, seeds] -> [seeds, sizes]
@@ -221,12 +224,24 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     return trace_from_arrays(np.asarray(ns, float), metrics, timings=timings)
 
 
-def _study(hk, ik, h, mask, eta, fo, x0, nm, ns, steps, eps, mu):
-    """Hit times [arms, sizes, seeds] and identity errors [3, sizes, seeds], one program."""
-    hit = jax.vmap(jax.vmap(jax.vmap(lambda k, hh, m, e, f, x: _hit_time(k, hh, m, e, f, x, steps, eps, mu),
-                                     in_axes=(0, None, None, None, None, 0)),
-                            in_axes=(0, 0, 0, 0, None, 0)),
-                   in_axes=(0, 0, 0, 0, 0, 0))(hk, h, mask, eta, fo, x0)
+def _study(key, h, mask, eta, x_mask, nm, ns, seeds, steps, eps, mu):
+    """Hit times [arms, sizes, seeds] and identity errors [3, sizes, seeds], one program (arm 1, gradient descent,
+    runs without the ZO estimate). x0 ~ N(0, I) on each arm's coordinates, the same draw for every arm."""
+    k_hit, k_id, k_x = jax.random.split(key, 3)
+    S, D = nm.shape
+    hk = jax.random.split(k_hit, (4, S, seeds))
+    ik = jax.random.split(k_id, (S, seeds))
+    x0 = jax.random.normal(k_x, (S, seeds, D), jnp.float32).astype(h.dtype)[None] * x_mask[:, :, None, :]
+    def arms(first_order: bool, idx: list[int]) -> jax.Array:
+        def one(k, hh, m, e, x):
+            return _hit_time(k, hh, m, e, x, steps, eps, mu, first_order)
+
+        per_seed = jax.vmap(one, in_axes=(0, None, None, None, 0))
+        ix = np.asarray(idx)
+        return jax.vmap(jax.vmap(per_seed))(hk[ix], h[ix], mask[ix], eta[ix], x0[ix])
+
+    zo, fo = arms(False, [0, 2, 3]), arms(True, [1])
+    hit = jnp.stack([zo[0], fo[0], zo[1], zo[2]])
     err = jax.vmap(jax.vmap(lambda k, m, n: _identity_errors(k, m, n, mu), in_axes=(0, None, None)),
                    in_axes=(0, 0, 0))(ik, nm, ns)
     return hit, jnp.moveaxis(err, -1, 0)
@@ -281,7 +296,7 @@ ZO_BENCH_EXP = register(Experiment(
     title="ZO-SGD on quadratics: iterations ~ d (isotropic), ~ effective rank at fixed d; two-sided = forward "
           "gradient on quadratics; ZO vs first-order temp memory on a small transformer",
     configs={
-        "quick": {**_COMMON, "sizes": "16,32,64,128,256", "ambient": 256, "seeds": 16, "steps": 6000,
+        "quick": {**_COMMON, "sizes": "16,32,64,128,256", "ambient": 256, "seeds": 8, "steps": 6000,
                   "model": "tiny", "batch": 4},
         "full": {**_COMMON, "sizes": "16,32,64,128,256,512", "ambient": 512, "seeds": 64, "steps": 12000,
                  "model": "small", "batch": 8},
