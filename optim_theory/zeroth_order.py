@@ -14,7 +14,7 @@ step, smoothing radius mu = ``mu``), the randomized gradient estimates (RGE) are
   identities sum to I, g stays unbiased for linear f, with q x (number of blocks) queries per step.
 
 The optimizers of the benchmark are the estimate followed by an optax transformation (ZO-SGD = estimate then
-``optax.sgd``, ZO-SGD-Sign = then ``optax.sign`` and ``-lr``, ZO-SGD-MMT = ``optax.sgd(momentum=...)``, ZO-Adam =
+``optax.sgd``, ZO-SGD-Sign = then ``optax.scale_by_sign`` and ``-lr``, ZO-SGD-MMT = ``optax.sgd(momentum=...)``, ZO-Adam =
 ``optax.adam``): :func:`zo_estimate` is an ``optax.GradientTransformationExtraArgs`` that ignores the incoming
 updates and returns g, so ``optax.chain(zo_estimate(...), optax.adam(lr))`` is ZO-Adam (:func:`zo_sgd`,
 :func:`zo_sgd_sign`, :func:`zo_sgd_momentum`, :func:`zo_adam` build these chains).
@@ -151,7 +151,7 @@ def zo_sgd(loss_fn: Loss, key: jax.Array, learning_rate: Any, **estimator: Any) 
 
 def zo_sgd_sign(loss_fn: Loss, key: jax.Array, learning_rate: Any, **estimator: Any) -> optax.GradientTransformation:
     """ZO-SGD-Sign: x <- x - lr sign(g)."""
-    return optax.chain(zo_estimate(loss_fn, key, **estimator), optax.sign(),
+    return optax.chain(zo_estimate(loss_fn, key, **estimator), optax.scale_by_sign(),
                        optax.scale_by_learning_rate(learning_rate))
 
 
