@@ -14,8 +14,8 @@ step, smoothing radius mu = ``mu``), the randomized gradient estimates (RGE) are
   identities sum to I, g stays unbiased for linear f, with q x (number of blocks) queries per step.
 
 The optimizers of the benchmark are the estimate followed by an optax transformation (ZO-SGD = estimate then
-``optax.sgd``, ZO-SGD-Sign = then ``optax.scale_by_sign`` and ``-lr``, ZO-SGD-MMT = ``optax.sgd(momentum=...)``, ZO-Adam =
-``optax.adam``): :func:`zo_estimate` is an ``optax.GradientTransformationExtraArgs`` that ignores the incoming
+``optax.sgd``, ZO-SGD-Sign = then ``optax.scale_by_sign`` and ``-lr``, ZO-SGD-MMT = ``optax.sgd(momentum=...)``,
+ZO-Adam = ``optax.adam``): :func:`zo_estimate` is an ``optax.GradientTransformationExtraArgs`` that ignores the incoming
 updates and returns g, so ``optax.chain(zo_estimate(...), optax.adam(lr))`` is ZO-Adam (:func:`zo_sgd`,
 :func:`zo_sgd_sign`, :func:`zo_sgd_momentum`, :func:`zo_adam` build these chains).
 
