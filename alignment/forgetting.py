@@ -143,14 +143,17 @@ SEQUENTIAL, ALRIGHT, MAXRIGHT = 0, 1, 2
 
 
 def _train(theta0: jax.Array, method: jax.Array, p: Problem, ref: References, lam: Any, coins: jax.Array,
-           step_size: float, steps: int, log_every: int) -> jax.Array:
+           step_size: Any, steps: int, log_every: int) -> jax.Array:
     """One run of ``method`` (SEQUENTIAL, ALRIGHT or MAXRIGHT; may be traced, so the three vmap) with Adam (optax;
     one optimiser state for both objectives, as in the paper's trainers) and a cosine-decayed rate. The sequential
     run is two training runs: SFT for T/2 steps, then DPO for T/2 with a fresh optimiser state and schedule.
     Returns the iterates every ``log_every`` steps."""
     half = steps // 2
     opt = optax.scale_by_adam()
-    whole, stage = optax.cosine_decay_schedule(step_size, steps), optax.cosine_decay_schedule(step_size, half)
+    if callable(step_size):  # the user's schedule, restarted for the sequential run's second stage
+        whole = stage = step_size
+    else:
+        whole, stage = optax.cosine_decay_schedule(step_size, steps), optax.cosine_decay_schedule(step_size, half)
     grad_sft, grad_dpo = jax.grad(sft_loss), jax.grad(dpo_loss)
     seq = method == SEQUENTIAL
 
@@ -176,10 +179,11 @@ def _train(theta0: jax.Array, method: jax.Array, p: Problem, ref: References, la
 
 
 def forgetting_study(phi: jax.Array, q: jax.Array, r: jax.Array, theta0: jax.Array, coins: jax.Array, beta: Any,
-                     lam: Any, step_size: float, steps: int, log_every: int) -> dict[str, jax.Array]:
+                     lam: Any, step_size: Any, steps: int, log_every: int) -> dict[str, jax.Array]:
     """One toy: sequential (T/2 SFT then T/2 DPO steps), ALRIGHT (``coins [T]`` uniforms: DPO when coin < lambda)
     and MAXRIGHT for T steps each, Adam with a cosine-decayed rate from ``step_size`` (each sequential stage with
-    its own schedule). Returns each method's gaps every
+    its own schedule), or with ``step_size``'s own rate when it is an optax schedule (restarted at k = 0 for the
+    sequential run's DPO stage). Returns each method's gaps every
     ``log_every`` steps and the closed-form forgetting G_SFT(theta_DPO*)."""
     check_positive_int("steps", steps)
     check_positive_int("log_every", log_every)
