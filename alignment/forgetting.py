@@ -72,6 +72,41 @@ def instances(seed: int, n: int, n_responses: int, dim: int, offset_scale: float
             "theta0": rng.standard_normal((n, dim))}
 
 
+def toy(*, phi: Any, q: Any, r: Any, theta0: Any) -> dict[str, np.ndarray]:
+    """One toy of :func:`forgetting_study` from the user's own arrays (the fields of one :func:`instances` draw, as
+    float64 NumPy): features phi ``[K, d]`` with d < K whose columns are independent modulo constants (the centred
+    phi has full column rank, so f_SFT is strictly convex and Newton's references are unique; its smallest singular
+    value is in the error), the SFT distribution q ``[K]`` (nonnegative, summing to 1), rewards r ``[K]``, the start
+    theta0 ``[d]``. Every check runs before any computation."""
+    out = {}
+    for name, v, want in (("phi", phi, 2), ("q", q, 1), ("r", r, 1), ("theta0", theta0, 1)):
+        try:
+            arr = np.asarray(v, dtype=float)
+        except (TypeError, ValueError):
+            raise RatelabError(f"{name} must be an array of real numbers, got {type(v).__name__}") from None
+        if arr.ndim != want or arr.size == 0 or not np.all(np.isfinite(arr)):
+            raise RatelabError(f"{name} must be a finite non-empty {want}-D array, got shape {arr.shape}")
+        out[name] = arr
+    K, d = out["phi"].shape
+    if not 1 <= d < K:
+        raise RatelabError(f"phi must be [K, d] with 1 <= d < K so that the objectives conflict, got {(K, d)}")
+    for name in ("q", "r"):
+        if out[name].shape != (K,):
+            raise RatelabError(f"{name} must have shape ({K},) (one entry per response, phi's rows), got "
+                               f"{out[name].shape}")
+    if out["theta0"].shape != (d,):
+        raise RatelabError(f"theta0 must have shape ({d},) (phi's columns), got {out['theta0'].shape}")
+    if out["q"].min() < 0 or abs(out["q"].sum() - 1.0) > 1e-9:
+        raise RatelabError(f"q must be a distribution (nonnegative, summing to 1); min {out['q'].min():.3g}, sum "
+                           f"{out['q'].sum():.12g}")
+    centred = out["phi"] - out["phi"].mean(axis=0)
+    sv = float(np.linalg.svd(centred, compute_uv=False).min())
+    if sv <= 1e-10 * max(1.0, float(np.abs(out["phi"]).max())):
+        raise RatelabError(f"phi's columns must be independent modulo constants (f_SFT strictly convex): the centred "
+                           f"phi's smallest singular value is {sv:.3g}")
+    return out
+
+
 def sft_loss(theta: jax.Array, p: Problem) -> jax.Array:
     return -jnp.sum(p.q * jax.nn.log_softmax(p.phi @ theta))
 

@@ -150,12 +150,14 @@ SOLVERS = [
          {"step_size": 0.1}, _incentive, "upper_loss"),
 ]
 # 0.3-2.7 s of compilation per case on 2 cores: the default suite keeps the cheap ones (within the 10 s budget of
-# the file's new tests) and AiPOD's neumann_step (fixed to take a schedule); the federated, A3C / actor-critic,
-# AiPOD and PBRL cases (1-2.7 s each) run under -m slow
+# the new tests) and AiPOD's neumann_step (fixed to take a schedule); the federated, A3C / actor-critic, AiPOD and
+# PBRL cases (1-2.7 s each), Zo-RASA (1.2 s), multi-SA's second sequence (the same loop as the first) and
+# Robbins-Monro (its schedules are exercised throughout test_sa) run under -m slow
 SLOW_SOLVERS = {("rfedsvrg", "step_size"), ("rfedavg", "step_size"), ("rfedprox", "step_size"),
                 ("a3c_td0", "actor_step"), ("a3c_td0", "critic_step"), ("actor_critic", "actor_step"),
                 ("actor_critic", "critic_step"), ("aipod", "step_size"), ("aipod", "lower_step_size"),
-                ("pbrl", "step_size"), ("pbrl_sampled", "step_size")}
+                ("pbrl", "step_size"), ("pbrl_sampled", "step_size"), ("multi_sa", "a_y"),
+                ("robbins_monro", "step_size"), ("zo_rasa", "step_size")}
 SOLVER_PARAMS = [pytest.param(c, arg, id=f"{c.name}-{arg}",
                               marks=[pytest.mark.slow] if (c.name, arg) in SLOW_SOLVERS else [])
                  for c in SOLVERS for arg in c.defaults]
@@ -254,11 +256,18 @@ FUNCTIONS = [
 ]
 
 
-@pytest.mark.parametrize("name,fn,value", FUNCTIONS, ids=[f[0] for f in FUNCTIONS])
+# remax_train (0.7 s) uses the same optax.adam(as_schedule(.)) as bandits_adam, attention_gd (0.75 s) optax.sgd's
+# own schedule support: both under -m slow
+FUNCTION_PARAMS = [pytest.param(*f, id=f[0], marks=[pytest.mark.slow] if f[0] in ("remax_train", "attention_gd")
+                                else []) for f in FUNCTIONS]
+
+
+@pytest.mark.parametrize("name,fn,value", FUNCTION_PARAMS)
 def test_schedule_in_each_step_argument_of_the_studies(name, fn, value):
     _check(*jax.jit(lambda: [fn(v) for v in _three(value)])())
 
 
+@pytest.mark.slow  # 3.3 s on 2 cores (three compiled studies), over the default suite's budget
 def test_forgetting_study_takes_a_schedule():
     """A float step is the peak of the paper's cosine decay over T steps: ALRIGHT's and MAXRIGHT's runs (one schedule
     over all T steps) equal those given ``optax.cosine_decay_schedule(c, T)`` exactly; a constant schedule differs."""
