@@ -161,9 +161,9 @@ def test_logistic_rejects_bad_input():
 
 
 def test_dictionary_learning_rebuilds_the_generated_problem():
-    # N = 16 samples: B = Y^T / 4 and mu / 4 are exact, so Y = 4 B^T is the generator's own sample matrix
-    problem, _ = make_dictionary_learning(jax.random.key(1), n=5, p=2, samples=16, theta=0.3, mu=0.5)
-    Y = 4.0 * np.asarray(problem.B).T
+    # N = 4 samples: B = Y^T / 2 and mu / 2 are exact, so Y = 2 B^T is the generator's own sample matrix
+    problem, _ = make_dictionary_learning(jax.random.key(1), n=3, p=2, samples=4, theta=0.5, mu=0.5)
+    Y = 2.0 * np.asarray(problem.B).T
     _same(dictionary_learning(Y, p=2, mu=0.5, x0=problem.x0), problem)
 
 

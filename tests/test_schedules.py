@@ -40,9 +40,12 @@ from riemannian.federated import rfedavg, rfedprox, rfedsvrg
 from riemannian.sparse_problems import make_sparse_pca
 from riemannian.zo_rasa import make_stochastic_rayleigh, zo_rasa
 from rl_theory.a3c import a3c_td0, actor_critic
+from rl_theory.imitation import discriminator_weights, state_action_features
 from rl_theory.linear_mdp import make_linear_mdp
+from rl_theory.mbtail import ail_in_model, oal
 from rl_theory.multi_sa import make_coupled_linear, multi_sa
 from rl_theory.sa import make_linear_sa, robbins_monro
+from rl_theory.tabular import occupancy, reset_cliff, reset_cliff_expert, sample_trajectories, tabular_mdp
 
 
 class Case(NamedTuple):
@@ -151,13 +154,14 @@ SOLVERS = [
 ]
 # 0.3-2.7 s of compilation per case on 2 cores: the default suite keeps the cheap ones (within the 10 s budget of
 # the new tests) and AiPOD's neumann_step (fixed to take a schedule); the federated, A3C / actor-critic, AiPOD and
-# PBRL cases (1-2.7 s each), Zo-RASA (1.2 s), multi-SA's second sequence (the same loop as the first) and
-# Robbins-Monro (its schedules are exercised throughout test_sa) run under -m slow
+# PBRL cases (1-2.7 s each), Zo-RASA (1.2 s), multi-SA's second sequence (the same loop as the first), the
+# subgradient baseline (RADMM's problem and schedule use) and Robbins-Monro (its schedules are exercised throughout
+# test_sa) run under -m slow
 SLOW_SOLVERS = {("rfedsvrg", "step_size"), ("rfedavg", "step_size"), ("rfedprox", "step_size"),
                 ("a3c_td0", "actor_step"), ("a3c_td0", "critic_step"), ("actor_critic", "actor_step"),
                 ("actor_critic", "critic_step"), ("aipod", "step_size"), ("aipod", "lower_step_size"),
                 ("pbrl", "step_size"), ("pbrl_sampled", "step_size"), ("multi_sa", "a_y"),
-                ("robbins_monro", "step_size"), ("zo_rasa", "step_size")}
+                ("robbins_monro", "step_size"), ("zo_rasa", "step_size"), ("riemannian_subgradient", "step_size")}
 SOLVER_PARAMS = [pytest.param(c, arg, id=f"{c.name}-{arg}",
                               marks=[pytest.mark.slow] if (c.name, arg) in SLOW_SOLVERS else [])
                  for c in SOLVERS for arg in c.defaults]
@@ -175,9 +179,9 @@ def _scan(solver, problem, key, metric):
     return jax.lax.scan(body, state, solver.sample(problem, k1, STEPS))[1]
 
 
-def _three(value: float) -> list:
-    """The float, the constant schedule of the same value, a decaying schedule from it."""
-    return [value, optax.constant_schedule(value), optax.exponential_decay(value, 1, 0.3)]
+def _three(value: float, varied: Any = None) -> list:
+    """The float, the constant schedule of the same value, a decaying schedule from it (or ``varied``)."""
+    return [value, optax.constant_schedule(value), optax.exponential_decay(value, 1, 0.3) if varied is None else varied]
 
 
 def _check(base, const, decayed):
@@ -243,6 +247,34 @@ def _remax(lr):
     return jnp.concatenate([out["j_remax"], out["j_exact_pg"]])
 
 
+def _cliff():
+    mdp = reset_cliff(3, 2, 3)
+    return mdp, reset_cliff_expert(mdp)
+
+
+def _ail(eta):
+    """Hedge in a perturbed model (so that the best responses move). Its one-hot best responses depend on eta only
+    through the saturation of tanh(eta G), so a decaying eta (tanh nearly linear) leaves them unchanged: the varied
+    schedule grows instead (0.5 + 20 t)."""
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.ones(4), (4, 3))
+    mdp = tabular_mdp(P, rng.uniform(size=(4, 3)), np.full(4, 0.25), 4, dtype=jnp.float32)
+    pi_e = np.eye(3)[rng.integers(0, 3, (4, 4))]
+    model = rng.dirichlet(np.ones(4), (4, 3))
+    return ail_in_model(mdp, jnp.asarray(model, mdp.P.dtype), occupancy(mdp, jnp.asarray(pi_e, mdp.P.dtype)), 8, eta)
+
+
+def _oal(arg):
+    mdp, pi_e = _cliff()
+    es, ea = sample_trajectories(mdp, pi_e, jax.random.key(0), 3)
+    return lambda eta: oal(mdp, pi_e, es, ea, jax.random.key(1), jnp.int32(4), 4, **{arg: eta})
+
+
+def _discriminator(lr):
+    n_e = jnp.array([[3.0, 1.0], [0.0, 2.0]])
+    return discriminator_weights(n_e, n_e + 1.0, state_action_features(2, 2), steps=4, learning_rate=lr)
+
+
 FUNCTIONS = [
     ("adam_mini", lambda lr: _optax_run(adam_mini.adam_mini(lr, np.array([0, 0, 1, 1]), 2)), 0.1),
     ("nonuniform_adam", lambda lr: _optax_run(nonuniform.optimizer("adam", lr)), 0.1),
@@ -253,18 +285,25 @@ FUNCTIONS = [
     ("mirror_ascent", _mirror, 0.5),
     ("unlearn", _unlearn, 0.05),
     ("remax_train", _remax, 0.1),
+    ("ail_in_model", _ail, 0.5, lambda t: 0.5 + 20.0 * t),
+    ("oal_eta_policy", lambda eta: _oal("eta_policy")(eta), 0.3),
+    ("oal_eta_reward", lambda eta: _oal("eta_reward")(eta), 0.2),
+    ("discriminator_weights", _discriminator, 0.5),
 ]
 
 
 # remax_train (0.7 s) uses the same optax.adam(as_schedule(.)) as bandits_adam, attention_gd (0.75 s) optax.sgd's
-# own schedule support: both under -m slow
-FUNCTION_PARAMS = [pytest.param(*f, id=f[0], marks=[pytest.mark.slow] if f[0] in ("remax_train", "attention_gd")
-                                else []) for f in FUNCTIONS]
+# own schedule support, as do discriminator_weights (optax.adam) and nonuniform_sgdm (optax.sgd); OAL compiles a
+# large program: under -m slow
+SLOW_FUNCTIONS = {"remax_train", "attention_gd", "oal_eta_policy", "oal_eta_reward", "discriminator_weights",
+                  "nonuniform_sgdm"}
+FUNCTION_PARAMS = [pytest.param(*f, *[None] * (4 - len(f)), id=f[0],
+                                marks=[pytest.mark.slow] if f[0] in SLOW_FUNCTIONS else []) for f in FUNCTIONS]
 
 
-@pytest.mark.parametrize("name,fn,value", FUNCTION_PARAMS)
-def test_schedule_in_each_step_argument_of_the_studies(name, fn, value):
-    _check(*jax.jit(lambda: [fn(v) for v in _three(value)])())
+@pytest.mark.parametrize("name,fn,value,varied", FUNCTION_PARAMS)
+def test_schedule_in_each_step_argument_of_the_studies(name, fn, value, varied):
+    _check(*jax.jit(lambda: [fn(v) for v in _three(value, varied)])())
 
 
 @pytest.mark.slow  # 3.3 s on 2 cores (three compiled studies), over the default suite's budget
