@@ -72,6 +72,41 @@ def instances(seed: int, n: int, n_responses: int, dim: int, offset_scale: float
             "theta0": rng.standard_normal((n, dim))}
 
 
+def toy(*, phi: Any, q: Any, r: Any, theta0: Any) -> dict[str, np.ndarray]:
+    """One toy of :func:`forgetting_study` from the user's own arrays (the fields of one :func:`instances` draw, as
+    float64 NumPy): features phi ``[K, d]`` with d < K whose columns are independent modulo constants (the centred
+    phi has full column rank, so f_SFT is strictly convex and Newton's references are unique; its smallest singular
+    value is in the error), the SFT distribution q ``[K]`` (nonnegative, summing to 1), rewards r ``[K]``, the start
+    theta0 ``[d]``. Every check runs before any computation."""
+    out = {}
+    for name, v, want in (("phi", phi, 2), ("q", q, 1), ("r", r, 1), ("theta0", theta0, 1)):
+        try:
+            arr = np.asarray(v, dtype=float)
+        except (TypeError, ValueError):
+            raise RatelabError(f"{name} must be an array of real numbers, got {type(v).__name__}") from None
+        if arr.ndim != want or arr.size == 0 or not np.all(np.isfinite(arr)):
+            raise RatelabError(f"{name} must be a finite non-empty {want}-D array, got shape {arr.shape}")
+        out[name] = arr
+    K, d = out["phi"].shape
+    if not 1 <= d < K:
+        raise RatelabError(f"phi must be [K, d] with 1 <= d < K so that the objectives conflict, got {(K, d)}")
+    for name in ("q", "r"):
+        if out[name].shape != (K,):
+            raise RatelabError(f"{name} must have shape ({K},) (one entry per response, phi's rows), got "
+                               f"{out[name].shape}")
+    if out["theta0"].shape != (d,):
+        raise RatelabError(f"theta0 must have shape ({d},) (phi's columns), got {out['theta0'].shape}")
+    if out["q"].min() < 0 or abs(out["q"].sum() - 1.0) > 1e-9:
+        raise RatelabError(f"q must be a distribution (nonnegative, summing to 1); min {out['q'].min():.3g}, sum "
+                           f"{out['q'].sum():.12g}")
+    centred = out["phi"] - out["phi"].mean(axis=0)
+    sv = float(np.linalg.svd(centred, compute_uv=False).min())
+    if sv <= 1e-10 * max(1.0, float(np.abs(out["phi"]).max())):
+        raise RatelabError(f"phi's columns must be independent modulo constants (f_SFT strictly convex): the centred "
+                           f"phi's smallest singular value is {sv:.3g}")
+    return out
+
+
 def sft_loss(theta: jax.Array, p: Problem) -> jax.Array:
     return -jnp.sum(p.q * jax.nn.log_softmax(p.phi @ theta))
 
@@ -143,14 +178,17 @@ SEQUENTIAL, ALRIGHT, MAXRIGHT = 0, 1, 2
 
 
 def _train(theta0: jax.Array, method: jax.Array, p: Problem, ref: References, lam: Any, coins: jax.Array,
-           step_size: float, steps: int, log_every: int) -> jax.Array:
+           step_size: Any, steps: int, log_every: int) -> jax.Array:
     """One run of ``method`` (SEQUENTIAL, ALRIGHT or MAXRIGHT; may be traced, so the three vmap) with Adam (optax;
     one optimiser state for both objectives, as in the paper's trainers) and a cosine-decayed rate. The sequential
     run is two training runs: SFT for T/2 steps, then DPO for T/2 with a fresh optimiser state and schedule.
     Returns the iterates every ``log_every`` steps."""
     half = steps // 2
     opt = optax.scale_by_adam()
-    whole, stage = optax.cosine_decay_schedule(step_size, steps), optax.cosine_decay_schedule(step_size, half)
+    if callable(step_size):  # the user's schedule, restarted for the sequential run's second stage
+        whole = stage = step_size
+    else:
+        whole, stage = optax.cosine_decay_schedule(step_size, steps), optax.cosine_decay_schedule(step_size, half)
     grad_sft, grad_dpo = jax.grad(sft_loss), jax.grad(dpo_loss)
     seq = method == SEQUENTIAL
 
@@ -176,10 +214,11 @@ def _train(theta0: jax.Array, method: jax.Array, p: Problem, ref: References, la
 
 
 def forgetting_study(phi: jax.Array, q: jax.Array, r: jax.Array, theta0: jax.Array, coins: jax.Array, beta: Any,
-                     lam: Any, step_size: float, steps: int, log_every: int) -> dict[str, jax.Array]:
+                     lam: Any, step_size: Any, steps: int, log_every: int) -> dict[str, jax.Array]:
     """One toy: sequential (T/2 SFT then T/2 DPO steps), ALRIGHT (``coins [T]`` uniforms: DPO when coin < lambda)
     and MAXRIGHT for T steps each, Adam with a cosine-decayed rate from ``step_size`` (each sequential stage with
-    its own schedule). Returns each method's gaps every
+    its own schedule), or with ``step_size``'s own rate when it is an optax schedule (restarted at k = 0 for the
+    sequential run's DPO stage). Returns each method's gaps every
     ``log_every`` steps and the closed-form forgetting G_SFT(theta_DPO*)."""
     check_positive_int("steps", steps)
     check_positive_int("log_every", log_every)

@@ -69,6 +69,48 @@ def instances(seed: int, n: int, dim: int, n_retain: int, n_forget: int, noise: 
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+def quadratics(*, h_r: Any, c_r: Any, k_r: Any, h_f: Any, c_f: Any, k_f: Any, dtype: Any = None) -> Quadratics:
+    """:class:`Quadratics` from the user's own coefficients: L_R(theta) = theta^T h_r theta / 2 - c_r^T theta + k_r,
+    the same for L_F. ``h_r``, ``h_f`` ``[d, d]`` symmetric positive definite (strictly convex losses, as the
+    least-squares losses A^T A / m of a full-rank design; the smallest eigenvalue is in the error), ``c_r``, ``c_f``
+    ``[d]``, ``k_r``, ``k_f`` finite scalars. Stored as JAX arrays of ``dtype`` (default: JAX's default float).
+    Every check runs before any computation."""
+    H = {}
+    for name, h in (("h_r", h_r), ("h_f", h_f)):
+        arr = np.asarray(h, dtype=float)
+        if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.size == 0:
+            raise RatelabError(f"{name} must be a square [d, d] matrix, got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise RatelabError(f"{name} must be finite")
+        asym = float(np.max(np.abs(arr - arr.T)))
+        if asym > 1e-10 * max(1.0, float(np.max(np.abs(arr)))):
+            raise RatelabError(f"{name} must be symmetric; max |{name} - {name}'| = {asym:.3g}")
+        low = float(np.linalg.eigvalsh(arr)[0])
+        if low <= 0:
+            raise RatelabError(f"{name} must be positive definite (a strictly convex loss); its smallest eigenvalue "
+                               f"is {low:.6g}")
+        H[name] = arr
+    d = H["h_r"].shape[0]
+    if H["h_f"].shape != (d, d):
+        raise RatelabError(f"h_f must have shape ({d}, {d}) like h_r, got {H['h_f'].shape}")
+    C = {}
+    for name, c in (("c_r", c_r), ("c_f", c_f)):
+        arr = np.asarray(c, dtype=float)
+        if arr.shape != (d,) or not np.all(np.isfinite(arr)):
+            raise RatelabError(f"{name} must be a finite vector of length {d} (h_r is {d} x {d}), got shape "
+                               f"{arr.shape}")
+        C[name] = arr
+    K = {}
+    for name, k in (("k_r", k_r), ("k_f", k_f)):
+        arr = np.asarray(k, dtype=float)
+        if arr.shape != () or not np.isfinite(arr):
+            raise RatelabError(f"{name} must be a finite scalar, got {k!r}")
+        K[name] = arr
+    dt = jnp.result_type(float) if dtype is None else dtype
+    vals = {**H, **C, **K}
+    return Quadratics(*(jnp.asarray(vals[f], dt) for f in Quadratics._fields))
+
+
 def loss(theta: jax.Array, h: jax.Array, c: jax.Array, k: jax.Array) -> jax.Array:
     return 0.5 * theta @ h @ theta - c @ theta + k
 

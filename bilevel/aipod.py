@@ -66,6 +66,7 @@ import numpy as np
 import scipy.linalg
 
 from bilevel.eq_problems import EqBilevelQuadratic
+from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule, power_decay
 from ratelab.solver import Solver
 from ratelab.validate import check_choice, check_in_range, check_positive, check_positive_int, is_traced
@@ -155,6 +156,9 @@ def mean_oracle(problem: EqBilevelQuadratic, *, neumann_steps: int, neumann_step
     iterate, so E x_k follows the noise-free recursion with this map.
     """
     neumann_steps = check_positive_int("neumann_steps", neumann_steps)
+    if callable(neumann_step):
+        raise RatelabError("neumann_step must be a float or None for the expected oracle (a constant eta), got a "
+                           "schedule")
     f = {k: np.asarray(getattr(problem, k), dtype=float) for k in
          ("Fxx", "Fxy", "Fyy", "fx", "fy", "Q", "P", "H", "Ap", "PA", "Phi", "phi")}
     eta = float(neumann_step) if neumann_step is not None else 1.0 / float(problem.lower_smoothness)
@@ -229,7 +233,7 @@ def _projection_due(k: jax.Array, interval: Any, rate: Any, power: Any, dt: Any)
 
 def aipod_variant(step_size: Any, lower_step_size: Any, *, projection_interval: Any = 1, projection_rate: Any = 1.0,
                   projection_power: Any = 1.0, lower_prob: Any = 1.0, lower_batch: Any = 1, lower_steps: int = 1,
-                  neumann_steps: int = 10, neumann_step: float | None = None, hessian_inverse: str = "neumann",
+                  neumann_steps: int = 10, neumann_step: Any = None, hessian_inverse: str = "neumann",
                   constraint_term: Any = 1.0) -> Solver:
     """The AiPOD family in one solver: :func:`aipod`, :func:`e_aipod` and :func:`e_aipod_small_batch` are its
     special cases. Every numeric argument may be a JAX tracer, so one compiled program serves a sweep over variants
@@ -242,7 +246,8 @@ def aipod_variant(step_size: Any, lower_step_size: Any, *, projection_interval: 
         about rate k^power times in k steps (1, rate, power).
       lower_prob: p_k, probability of a lower-level projection (float or schedule; 1 = always).
       lower_batch: b, lower-level gradient samples averaged per step (noise N(0, sigma^2 / b)).
-      lower_steps, neumann_steps, neumann_step, hessian_inverse: S, N, eta and the Hessian-inverse estimate.
+      lower_steps, neumann_steps, neumann_step, hessian_inverse: S, N, eta and the Hessian-inverse estimate
+        (``neumann_step``: a float, a schedule of the outer count k, or None for 1 / L_g).
       constraint_term: weight of the -H' A^+' grad_y f term of the implicit gradient: 1 (the exact formula) or 0
         (the term dropped, as in the authors' synthetic script: a biased oracle whenever H != 0).
     """
@@ -264,6 +269,7 @@ def aipod_variant(step_size: Any, lower_step_size: Any, *, projection_interval: 
     if not callable(lower_prob):
         check_in_range("lower_prob", lower_prob, 0.0, 1.0, closed="right")
     alpha_s, beta_s, p_s = as_schedule(step_size), as_schedule(lower_step_size), as_schedule(lower_prob)
+    eta_s = None if neumann_step is None else as_schedule(neumann_step)
     n_hess = neumann_steps + 1
 
     def init(problem: EqBilevelQuadratic, key: jax.Array) -> AiPODState:
@@ -310,7 +316,7 @@ def aipod_variant(step_size: Any, lower_step_size: Any, *, projection_interval: 
         gx = problem.grad_x_f(x, y) + xi.fx_noise
         gy = problem.grad_y_f(x, y) + xi.fy_noise
         if hessian_inverse == "neumann":
-            eta = neumann_step if neumann_step is not None else 1.0 / problem.lower_smoothness
+            eta = eta_s(k) if eta_s is not None else 1.0 / problem.lower_smoothness
             w = projected_neumann(problem, xi.hess_noise[:-1], gy, eta)
         else:
             w = projected_hessian_solve(problem, problem.Q + jnp.diag(xi.hess_noise[0]), gy)
@@ -339,7 +345,7 @@ def aipod_variant(step_size: Any, lower_step_size: Any, *, projection_interval: 
 
 
 def aipod(step_size: Any, lower_step_size: Any, *, lower_steps: int = 1, neumann_steps: int = 10,
-          neumann_step: float | None = None, hessian_inverse: str = "neumann", constraint_term: Any = 1.0) -> Solver:
+          neumann_step: Any = None, hessian_inverse: str = "neumann", constraint_term: Any = 1.0) -> Solver:
     """AiPOD (Xiao et al. 2023, Algorithm 1): S projected SGD steps on the lower level, then one projected SGD step
     on the upper level along the stochastic implicit gradient. Every step projects both levels.
 
@@ -348,7 +354,8 @@ def aipod(step_size: Any, lower_step_size: Any, *, lower_steps: int = 1, neumann
       lower_step_size: beta_k (float or schedule).
       lower_steps: S, lower-level steps per outer step.
       neumann_steps: N, terms of the projected Neumann series.
-      neumann_step: eta of the Neumann series (default 1 / L_g, L_g = largest eigenvalue of V'∇_yy g V).
+      neumann_step: eta of the Neumann series, a float or a schedule of k (default 1 / L_g, L_g = largest
+        eigenvalue of V'∇_yy g V).
       hessian_inverse: "neumann" (stochastic projected Neumann series) or "solve" (linear solve on null(A)).
       constraint_term: 1 keeps the -H' A^+' grad_y f term of the implicit gradient; 0 drops it, as the authors'
         synthetic script does (a biased oracle whenever H != 0; for comparison and negative controls).
@@ -359,7 +366,7 @@ def aipod(step_size: Any, lower_step_size: Any, *, lower_steps: int = 1, neumann
 
 def e_aipod(step_size: Any, lower_step_size: Any, *, projection_interval: int, lower_prob: Any,
             lower_batch: int | None = None, lower_steps: int = 1, neumann_steps: int = 10,
-            neumann_step: float | None = None, hessian_inverse: str = "neumann",
+            neumann_step: Any = None, hessian_inverse: str = "neumann",
             constraint_term: Any = 1.0) -> Solver:
     """E-AiPOD with an O(T) lower-level batch: upper projection every T = ``projection_interval`` steps, lower-level
     projection with probability ``lower_prob`` (ProxSkip control variate), lower batch ``lower_batch`` (default T).
@@ -374,7 +381,7 @@ def e_aipod(step_size: Any, lower_step_size: Any, *, projection_interval: int, l
 
 def e_aipod_small_batch(step_size: Any, lower_step_size: Any, *, lower_prob: Any, projection_rate: float = 1.0,
                         projection_power: float = 0.75, lower_batch: int = 1, lower_steps: int = 1,
-                        neumann_steps: int = 10, neumann_step: float | None = None,
+                        neumann_steps: int = 10, neumann_step: Any = None,
                         hessian_inverse: str = "neumann", constraint_term: Any = 1.0) -> Solver:
     """E-AiPOD with an O(1) lower-level batch: the upper level projects when floor(rate * k^power) increases
     (rate * k^(3/4) projections after k steps, i.e. O(eps^-1.5) for k ~ eps^-2), the lower level with probability

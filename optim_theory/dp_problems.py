@@ -95,6 +95,25 @@ def logistic_solution(problem: Logistic, iterations: int = 30) -> tuple[np.ndarr
     return w, best, float(linalg.eigvalsh(X.T @ X)[-1] / (4 * n) + lam)
 
 
+def logistic(X: Any, y: Any, *, lam: float) -> Logistic:
+    """:class:`Logistic` from the user's own data: features X ``[n, d]`` (finite), labels y ``[n]`` in {-1, +1},
+    ridge weight lam > 0 (the loss is then lam-strongly convex, so w* is unique). Kept as float64 NumPy arrays (as
+    :func:`make_logistic`). Every check runs before any computation."""
+    X_ = np.asarray(X, dtype=float)
+    if X_.ndim != 2 or X_.size == 0:
+        raise RatelabError(f"X must be a non-empty [n, d] matrix, got shape {X_.shape}")
+    if not np.all(np.isfinite(X_)):
+        raise RatelabError(f"X must be finite, got {int(np.sum(~np.isfinite(X_)))} non-finite entries")
+    y_ = np.asarray(y, dtype=float)
+    if y_.shape != (X_.shape[0],):
+        raise RatelabError(f"y must have shape ({X_.shape[0]},) (one label per row of X), got {y_.shape}")
+    bad = ~((y_ == 1.0) | (y_ == -1.0))
+    if np.any(bad):
+        raise RatelabError(f"y must hold labels -1 and +1 only, got {y_[bad][:3].tolist()}")
+    check_positive("lam", lam)
+    return Logistic(X_, y_, float(lam))
+
+
 def make_logistic(seed: int, *, n: int, d: int, spread: float = 10.0, lam: float = 1e-3,
                   signal: float = 2.0) -> Logistic:
     """n samples in d dimensions (NumPy, float64, from ``seed``): feature j ~ N(0, s_j^2) with s geometric from 1

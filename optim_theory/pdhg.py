@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ratelab.errors import RatelabError
+from ratelab.schedules import as_schedule
 from ratelab.validate import check_in_range, check_positive, check_positive_int
 
 BETA_SUFFICIENT, BETA_NECESSARY, BETA_ARTIFICIAL, PRIMAL_WEIGHT_THETA, CHECK_EVERY = 0.2, 0.8, 0.36, 0.5, 64
@@ -131,6 +132,7 @@ def restarted_pdhg(lp: LP, *, eta: Any, steps: int, restart: Any = 1.0, check_ev
     Args:
       lp: the LP (:class:`LP`).
       eta: step size (PDLP's eta; tau = eta / omega, sigma = eta * omega); converges for eta < 1 / |A|_2 (textbook).
+        A float or an optax schedule of the iteration count k = 0, 1, ... (restarts do not reset k).
       steps: iterations, a multiple of ``check_every`` (fixed length: nested ``lax.scan``, no while loop).
       restart: 1.0 restarts adaptively (PDLP), 0.0 never restarts (omega stays omega_0); may be traced.
       check_every: iterations between restart checks (PDLP: 64).
@@ -163,15 +165,19 @@ def restarted_pdhg(lp: LP, *, eta: Any, steps: int, restart: Any = 1.0, check_ev
     state = _State(zx, zy, zx, zy, jnp.zeros((), A.dtype), jnp.zeros((), A.dtype), zx, zy, kkt0,
                    jnp.asarray(jnp.inf, A.dtype), initial_primal_weight(lp), jnp.zeros((), bool), zx, zy)
 
-    def inner(carry, _):
+    eta_s = as_schedule(eta)
+
+    def inner(carry, k):
         x, y, xs, ys, omega = carry
-        x, y = pdhg_step(lp, x, y, eta / omega, eta * omega)
+        eta_k = eta_s(k)
+        x, y = pdhg_step(lp, x, y, eta_k / omega, eta_k * omega)
         return (x, y, xs + x, ys + y, omega), None
 
     kkt2 = jax.vmap(lambda x, y: kkt_error(lp, x, y))
 
     def block(s: _State, _):
-        (x, y, xs, ys, _), _ = jax.lax.scan(inner, (s.x, s.y, s.x_sum, s.y_sum, s.omega), None, length=check_every)
+        counts = s.total.astype(jnp.int32) + jnp.arange(check_every, dtype=jnp.int32)  # the iteration count k
+        (x, y, xs, ys, _), _ = jax.lax.scan(inner, (s.x, s.y, s.x_sum, s.y_sum, s.omega), counts)
         t = s.inner + check_every
         total = s.total + check_every
         xa, ya = xs / t, ys / t

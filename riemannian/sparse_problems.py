@@ -221,11 +221,30 @@ def make_dictionary_learning(key: Array, *, n: int = 20, p: int = 1, samples: in
     g = np.asarray(normal_draws(kg, (n, samples), dtype), dtype=float)
     s = np.asarray(jax.random.uniform(kb, (n * samples,), jnp.float32), float).reshape(n, samples) < theta
     y = q @ (s * g)
-    man = Stiefel(n, p)
-    root = float(np.sqrt(samples))  # B = Y^T / sqrt(N) has ||B|| = O(1); mu / sqrt(N) keeps h = mu ||Y^T x||_1 / N
-    arrays = {"C": np.zeros((n, n)), "B": y.T / root, "mu": mu / root, "x0": start_point(man, key=kx)}
-    problem = CompositeProblem(**{k: keep_precision(v, dtype) for k, v in arrays.items()}, manifold=man)
+    problem = dictionary_learning(y, p=p, mu=mu, x0=start_point(Stiefel(n, p), key=kx), dtype=dtype)
     return problem, keep_precision(q, dtype)
+
+
+def dictionary_learning(Y: Any, *, p: int = 1, mu: float = 1.0, x0: Any = None, key: Array | None = None,
+                        dtype: Any = None) -> CompositeProblem:
+    """Orthogonal dictionary learning min_{X in St(n, p)} mu ||Y^T X||_1 / N from the user's own samples ``Y``
+    ``[n, N]`` (finite, N >= 1 columns, 1 <= p <= n), written as :func:`make_dictionary_learning` does: h(B X) with
+    B = Y^T / sqrt(N) and l1 weight mu / sqrt(N). ``x0`` defaults to a random point of St(n, p) drawn with ``key``.
+    The arrays keep Y's precision unless ``dtype`` is given. Every check runs before any computation."""
+    a = np.asarray(Y)
+    if a.ndim != 2 or a.size == 0:
+        raise RatelabError(f"Y must be an [n, N] matrix of samples (one per column), got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise RatelabError(f"Y must be finite, got {int(np.sum(~np.isfinite(a)))} non-finite entries")
+    prec = dtype if dtype is not None else (a.dtype if np.issubdtype(a.dtype, np.floating) else np.float64)
+    n, samples = a.shape
+    _check_sizes(n, p)
+    check_nonnegative("mu", mu)
+    man = Stiefel(n, p)
+    x0 = start_point(man, x0, key)
+    root = float(np.sqrt(samples))  # B = Y^T / sqrt(N) has ||B|| = O(1); mu / sqrt(N) keeps h = mu ||Y^T x||_1 / N
+    arrays = {"C": np.zeros((n, n)), "B": a.astype(float).T / root, "mu": mu / root, "x0": x0}
+    return CompositeProblem(**{k: keep_precision(v, prec) for k, v in arrays.items()}, manifold=man)
 
 
 def pca_optimum(problem: CompositeProblem) -> tuple[float, np.ndarray]:
@@ -234,6 +253,28 @@ def pca_optimum(problem: CompositeProblem) -> tuple[float, np.ndarray]:
     evals, evecs = np.linalg.eigh(np.asarray(problem.C, dtype=float))
     p = problem.x0.size // problem.x0.shape[0]
     return -0.5 * float(np.sum(evals[-p:])), evecs[:, -p:]
+
+
+def sparse_spectral_clustering(L: Any, *, k: int, mu: float = 1e-3, x0: Any = None, key: Array | None = None,
+                               dtype: Any = None) -> SpectralClusteringProblem:
+    """Sparse spectral clustering min_{U in St(n, k)} tr(U^T L U) + mu ||U U^T||_1 from the user's own Laplacian.
+
+    ``L`` ``[n, n]`` must be symmetric positive semidefinite (a graph Laplacian, e.g. the normalised I - D^(-1/2) W
+    D^(-1/2); the smallest eigenvalue is in the error), ``1 <= k <= n`` clusters. ``x0`` defaults to a random point
+    of St(n, k) drawn with ``key`` (``jax.random.key(0)``). The arrays keep L's precision
+    (:func:`riemannian.data.keep_precision`) unless ``dtype`` is given. Every check runs before any computation.
+    """
+    prec = dtype if dtype is not None else (np.asarray(L).dtype if np.issubdtype(np.asarray(L).dtype, np.floating)
+                                            else np.float64)
+    lap = symmetric_matrices("L", L, definite="semi", dtype=prec)
+    n = lap.shape[0]
+    check_positive_int("k", k)
+    if k > n:
+        raise RatelabError(f"k must satisfy 1 <= k <= n (L is {n} x {n}), got {k}")
+    check_nonnegative("mu", mu)
+    man = Stiefel(n, k)
+    arrays = {"L": lap, "mu": mu, "x0": start_point(man, x0, key)}
+    return SpectralClusteringProblem(**{name: keep_precision(v, prec) for name, v in arrays.items()}, manifold=man)
 
 
 def make_sparse_spectral_clustering(key: Array, *, k: int = 3, per_cluster: int = 20, dim: int = 2,

@@ -22,11 +22,13 @@ b_theta = E[r phi(s)] (eq. (10)).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ratelab.errors import RatelabError
 from ratelab.mdp import evaluate, occupancy, policy_kernel, q_from_v
 from ratelab.validate import check_choice, check_in_range, check_positive_int
 from rl_theory.precision import storage_dtype
@@ -178,14 +180,73 @@ def make_linear_mdp(key: jax.Array, *, n_states: int = 100, n_actions: int = 5, 
     else:
         e = np.array(jax.random.uniform(ke, (n_states,)), dtype=float)
     e = e / e.sum()
-    dt = storage_dtype()
+    return _assemble(P, R, phi, X, e, gamma, storage_dtype(), tabular=policy == "tabular")
+
+
+def _assemble(P: np.ndarray, R: np.ndarray, phi: np.ndarray, X: np.ndarray, e: np.ndarray, gamma: Any, dt: Any, *,
+              tabular: bool) -> LinearMDP:
     cdf = np.cumsum(P, axis=-1)
     cdf[..., -1] = 1.0
     ecdf = np.cumsum(e)
     ecdf[-1] = 1.0
     return LinearMDP(P=jnp.asarray(P, dt), P_cdf=jnp.asarray(cdf, dt), R=jnp.asarray(R, dt), eta=jnp.asarray(e, dt),
                      eta_cdf=jnp.asarray(ecdf, dt), phi=jnp.asarray(phi, dt), X=jnp.asarray(X, dt),
-                     gamma=jnp.asarray(gamma, dt), r_max=float(R.max()), tabular=policy == "tabular")
+                     gamma=jnp.asarray(gamma, dt), r_max=float(R.max()), tabular=tabular)
+
+
+def _finite(name: str, value: Any, ndim: int, shape: tuple, why: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise RatelabError(f"{name} must be an array of real numbers, got {type(value).__name__}") from None
+    if arr.ndim != ndim or any(want is not None and got != want for got, want in zip(arr.shape, shape, strict=True)):
+        want = "[" + ", ".join("?" if w is None else str(w) for w in shape) + "]"
+        raise RatelabError(f"{name} must have shape {want} ({why}), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise RatelabError(f"{name} must be finite, got {int(np.sum(~np.isfinite(arr)))} non-finite entries")
+    return arr
+
+
+def _distribution(name: str, arr: np.ndarray) -> None:
+    low = float(arr.min())
+    if low < 0:
+        raise RatelabError(f"{name} must be nonnegative (probabilities); its smallest entry is {low:.6g}")
+    err = float(np.max(np.abs(arr.sum(axis=-1) - 1.0)))
+    if err > 1e-9:
+        raise RatelabError(f"{name} must sum to 1 over its last axis; the largest deviation is {err:.3g}")
+
+
+def linear_mdp(P: Any, R: Any, phi: Any, *, gamma: float, X: Any = None, eta: Any = None,
+               dtype: Any = None) -> LinearMDP:
+    """A :class:`LinearMDP` from the user's own arrays (the paper's symbols): transition kernel P ``[S, A, S]``
+    (rows nonnegative, summing to 1), reward R ``[S, A, S]`` (r(s, a, s')) or ``[S, A]`` (r(s, a)), critic features
+    phi ``[S, d]`` of full column rank (else the TD(0) fixed point omega* is not unique; the smallest singular value
+    is in the error), softmax-policy features X ``[S, A, d_theta]`` (None: tabular, one-hot x(s, a)), initial law
+    eta ``[S]`` (None: uniform), discount gamma in (0, 1). Stored in ``dtype`` (default as
+    :func:`rl_theory.precision.storage_dtype`: JAX's default float, and float64 input that float32 would round is
+    refused outside x64 mode). Every check runs before any computation."""
+    P_ = _finite("P", P, 3, (None, None, None), "[S, A, S]")
+    S, A = P_.shape[:2]
+    if P_.shape[2] != S:
+        raise RatelabError(f"P must have shape [S, A, S] with the same S first and last, got {P_.shape}")
+    _distribution("P", P_)
+    if np.ndim(R) == 2:  # r(s, a): the same reward whatever s'
+        R_ = np.broadcast_to(_finite("R", R, 2, (S, A), "[S, A], from P")[:, :, None], (S, A, S))
+    else:
+        R_ = _finite("R", R, 3, (S, A, S), "[S, A, S] or [S, A], from P")
+    phi_ = _finite("phi", phi, 2, (S, None), "[S, d], S from P")
+    sv = float(np.linalg.svd(phi_, compute_uv=False).min()) if phi_.shape[1] <= S else 0.0
+    if sv <= 1e-12 * max(1.0, float(np.abs(phi_).max())):
+        raise RatelabError(f"phi must have full column rank (d <= S and independent columns, so that the TD(0) "
+                           f"system has a unique solution); its smallest singular value is {sv:.3g}")
+    tabular = X is None
+    X_ = (np.eye(S * A).reshape(S, A, S * A) if tabular
+          else _finite("X", X, 3, (S, A, None), "[S, A, d_theta], S and A from P"))
+    e = np.full(S, 1.0 / S) if eta is None else _finite("eta", eta, 1, (S,), "[S], from P")
+    _distribution("eta", e)
+    check_in_range("gamma", gamma, 0.0, 1.0, closed="neither")
+    dt = storage_dtype(dtype, P=P_, R=R_, phi=phi_, X=X_, eta=e)
+    return _assemble(P_, R_, phi_, X_, e, gamma, dt, tabular=tabular)
 
 
 def sample_index(cdf: jax.Array, u: jax.Array) -> jax.Array:

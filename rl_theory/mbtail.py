@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ratelab.schedules import as_schedule
 from rl_theory.imitation import behavior_cloning, counts
 from rl_theory.tabular import TabularMDP, occupancy, policy_values, rollout_transitions
 
@@ -145,9 +146,11 @@ def rf_express(mdp: TabularMDP, key: jax.Array, episodes: jax.Array, episodes_ma
 
 
 def ail_in_model(mdp: TabularMDP, p_hat: jax.Array, d_hat: jax.Array, iterations: int,
-                 eta: float) -> jax.Array:
-    """min_pi max_w <w, d_hat - d^pi_{P_hat}> in the model: Hedge on w in [-1, 1] (w_t = tanh(eta G_t), G_t the
-    sum of past gradients d_hat - d^{pi_tau}), value-iteration best responses. Returns the T policies [T, H, S, A]."""
+                 eta: Any) -> jax.Array:
+    """min_pi max_w <w, d_hat - d^pi_{P_hat}> in the model: Hedge on w in [-1, 1] (w_t = tanh(eta_t G_t), G_t the
+    sum of past gradients d_hat - d^{pi_tau}), value-iteration best responses. Returns the T policies [T, H, S, A].
+    ``eta``: a float or an optax schedule of t = 0, ..., T - 1."""
+    eta_s = as_schedule(eta)
     model = TabularMDP(p_hat, mdp.r, mdp.rho, mdp.horizon)
     A = mdp.n_actions
 
@@ -159,12 +162,12 @@ def ail_in_model(mdp: TabularMDP, p_hat: jax.Array, d_hat: jax.Array, iterations
         _, pi = jax.lax.scan(vi, jnp.zeros(mdp.n_states, p_hat.dtype), w, reverse=True)
         return pi
 
-    def body(g_sum, _):
-        pi = best_response(jnp.tanh(eta * g_sum))
+    def body(g_sum, t):
+        pi = best_response(jnp.tanh(eta_s(t) * g_sum))
         g = d_hat - occupancy(model, pi)
         return g_sum + g, pi
 
-    _, pis = jax.lax.scan(body, jnp.zeros_like(d_hat), None, length=iterations)
+    _, pis = jax.lax.scan(body, jnp.zeros_like(d_hat), jnp.arange(iterations))
     return pis
 
 
@@ -176,7 +179,7 @@ def mixture_gap(mdp: TabularMDP, pi_expert: jax.Array, pis: jax.Array) -> jax.Ar
 
 def mb_tail(mdp: TabularMDP, pi_expert: jax.Array, expert_states: jax.Array, expert_actions: jax.Array,
             key: jax.Array, episodes: jax.Array, episodes_max: int, *, bc_fraction: float = 0.5,
-            iterations: int = 100, eta: float = 0.5, delta: float = 0.1) -> jax.Array:
+            iterations: int = 100, eta: Any = 0.5, delta: float = 0.1) -> jax.Array:
     """MB-TAIL's exact gap with an interaction budget of ``episodes``: ``bc_fraction`` of it for the BC rollouts of
     the TAIL estimator, the rest for RF-Express; the model uses every collected transition."""
     k_bc, k_rf = jax.random.split(key)
@@ -189,13 +192,14 @@ def mb_tail(mdp: TabularMDP, pi_expert: jax.Array, expert_states: jax.Array, exp
 
 
 def oal(mdp: TabularMDP, pi_expert: jax.Array, expert_states: jax.Array, expert_actions: jax.Array,
-        key: jax.Array, episodes: jax.Array, episodes_max: int, *, eta_policy: float | None = None,
-        eta_reward: float | None = None, bonus: float = 1.0, delta: float = 0.1) -> jax.Array:
+        key: jax.Array, episodes: jax.Array, episodes_max: int, *, eta_policy: Any = None,
+        eta_reward: Any = None, bonus: float = 1.0, delta: float = 0.1) -> jax.Array:
     """OAL's exact gap after ``episodes`` = K episodes (the mixture of the policies played).
 
     Step sizes default to the online-mirror-descent rates for a horizon-H problem run for K episodes (our choice,
     not read off the paper): eta_policy = sqrt(2 log|A| / (H^2 K)), eta_reward = sqrt(1 / (H K)); the bonus is
-    ``bonus`` * H sqrt(S L / max(n, 1)) capped at H, L = log(S A H K_max / delta) (UCRL-style)."""
+    ``bonus`` * H sqrt(S L / max(n, 1)) capped at H, L = log(S A H K_max / delta) (UCRL-style). A given step is a
+    float or an optax schedule of the episode k = 0, 1, ..."""
     S, A, H = mdp.n_states, mdp.n_actions, mdp.horizon
     k_float = jnp.maximum(episodes, 1).astype(mdp.P.dtype)
     eta_policy = jnp.sqrt(2 * jnp.log(A) / (H**2 * k_float)) if eta_policy is None else eta_policy
@@ -218,9 +222,11 @@ def oal(mdp: TabularMDP, pi_expert: jax.Array, expert_states: jax.Array, expert_
         vals = policy_values(model, pi, w + b[None])
 
         q = w + b[None] + jnp.einsum("sat,ht->hsa", p_hat, vals[1:])
-        logits = jnp.log(jnp.maximum(pi, 1e-300)) + eta_policy * q
+        eta_p = eta_policy(k) if callable(eta_policy) else eta_policy
+        eta_r = eta_reward(k) if callable(eta_reward) else eta_reward
+        logits = jnp.log(jnp.maximum(pi, 1e-300)) + eta_p * q
         pi_next = jax.nn.softmax(logits, axis=-1)
-        w_next = jnp.clip(w + eta_reward * (d_expert - occupancy(model, pi)), -1.0, 1.0)
+        w_next = jnp.clip(w + eta_r * (d_expert - occupancy(model, pi)), -1.0, 1.0)
         gap_k = j_expert - mdp.rho @ policy_values(mdp, pi)[0]
         new = (jnp.where(active, pi_next, pi), jnp.where(active, w_next, w), n_new)
         return new, jnp.where(active, gap_k, 0.0)

@@ -285,6 +285,77 @@ def make_coupled_linear(key: jax.Array, *, dims: Sequence[int] = (3, 3), lam_min
     return coupled_linear(problem.A, problem.b, dims, sigma=sigma, z0=z0.astype(dt), dtype=dt)
 
 
+def _matrix(name: str, value: Any, shape: tuple[int, int], why: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=float)
+    if arr.shape != shape:
+        raise RatelabError(f"{name} must have shape {shape} ({why}), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise RatelabError(f"{name} must be finite")
+    return arr
+
+
+def _vec(name: str, value: Any, n: int | None = None, why: str = "") -> np.ndarray:
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim != 1 or arr.size == 0 or (n is not None and arr.shape != (n,)) or not np.all(np.isfinite(arr)):
+        want = f"a finite vector of length {n}" + (f" ({why})" if why else "") if n else "a finite 1-D vector"
+        raise RatelabError(f"{name} must be {want}, got shape {arr.shape}")
+    return arr
+
+
+def coupled_nonlinear(*, lam: Any, Cx: Any, Cy: Any, x_star: Any, y_star: Any, z0: Any = None, sigma: float = 1.0,
+                      dtype: Any = None) -> CoupledNonlinearSA:
+    """:class:`CoupledNonlinearSA` from the user's own coupling matrices and root: lam = (lam_x, lam_y) > 0, Cx, Cy
+    ``[d, d]``, the root x*, y* ``[d]``, the start z0 = (x0, y0) (``[2, d]``; default the root). Raises unless the
+    joint operator is strongly monotone, mu = min(lam_x - 1/2, lam_y) - (||C_x|| + ||C_y||)/2 > 0 (the value is in
+    the error). Stored in ``dtype`` (:func:`rl_theory.precision.storage_dtype`). Every check runs before any
+    computation."""
+    lam_ = _vec("lam", lam, 2, "(lam_x, lam_y)")
+    check_positive("lam", lam_)
+    xs = _vec("x_star", x_star)
+    d = xs.shape[0]
+    ys = _vec("y_star", y_star, d, "x_star's length")
+    Cx_ = _matrix("Cx", Cx, (d, d), "d = len(x_star)")
+    Cy_ = _matrix("Cy", Cy, (d, d), "d = len(x_star)")
+    z0_ = np.stack([xs, ys]) if z0 is None else _matrix("z0", z0, (2, d), "(x0, y0), d = len(x_star)")
+    check_positive("sigma", sigma)
+    mu = min(lam_[0] - 0.5, lam_[1]) - 0.5 * (np.linalg.norm(Cx_, 2) + np.linalg.norm(Cy_, 2))
+    if mu <= 0:
+        raise RatelabError(f"lam, Cx and Cy must satisfy min(lam_x - 1/2, lam_y) - (||Cx|| + ||Cy||)/2 > 0 (strong "
+                           f"monotonicity), got {mu:.3g}")
+    dt = storage_dtype(dtype, lam=lam, Cx=Cx, Cy=Cy, x_star=x_star, y_star=y_star, z0=z0)
+    return CoupledNonlinearSA(lam=jnp.asarray(lam_, dt), Cx=jnp.asarray(Cx_, dt), Cy=jnp.asarray(Cy_, dt),
+                              sigma=jnp.full((2,), sigma, dt), z0=tuple(jnp.asarray(v, dt) for v in z0_),
+                              z_star=(jnp.asarray(xs, dt), jnp.asarray(ys, dt)), dims=(d, d), names=("x", "y"))
+
+
+def bilevel_sa(*, H: Any, B: Any, c: Any, rho: float, x0: Any, sigma: float = 0.5,
+               dtype: Any = None) -> BilevelSA:
+    """:class:`BilevelSA` from the user's own matrices: H ``[dy, dy]`` symmetric positive definite (a strongly
+    convex lower level; the smallest eigenvalue is in the error), B ``[dy, dx]``, c ``[dy]``, rho >= 0, x0
+    ``[dx]`` (y0 = w0 = 0). H^{-1} is computed here in float64. Stored in ``dtype``
+    (:func:`rl_theory.precision.storage_dtype`). Every check runs before any computation."""
+    c_ = _vec("c", c)
+    dy = c_.shape[0]
+    x0_ = _vec("x0", x0)
+    dx = x0_.shape[0]
+    H_ = _matrix("H", H, (dy, dy), "dy = len(c)")
+    B_ = _matrix("B", B, (dy, dx), "(len(c), len(x0))")
+    asym = float(np.max(np.abs(H_ - H_.T)))
+    if asym > 1e-10 * max(1.0, float(np.max(np.abs(H_)))):
+        raise RatelabError(f"H must be symmetric; max |H - H'| = {asym:.3g}")
+    low = float(np.linalg.eigvalsh(0.5 * (H_ + H_.T))[0])
+    if low <= 0:
+        raise RatelabError(f"H must be positive definite (strongly convex lower level); its smallest eigenvalue is "
+                           f"{low:.6g}")
+    check_nonnegative("rho", rho)
+    check_positive("sigma", sigma)
+    dt = storage_dtype(dtype, H=H, B=B, c=c, x0=x0)
+    zero = jnp.zeros(dy, dt)
+    return BilevelSA(H=jnp.asarray(H_, dt), H_inv=jnp.asarray(np.linalg.inv(H_), dt), B=jnp.asarray(B_, dt),
+                     c=jnp.asarray(c_, dt), rho=jnp.asarray(rho, dt), sigma=jnp.full((3,), sigma, dt),
+                     z0=(jnp.asarray(x0_, dt), zero, zero), dims=(dx, dy, dy), names=("x", "y", "w"))
+
+
 def make_coupled_nonlinear(key: jax.Array, *, dim: int = 3, lam: tuple[float, float] = (1.5, 1.0),
                            coupling: float = 0.4, sigma: float = 1.0, z0_scale: float = 1.0) -> CoupledNonlinearSA:
     """The nonlinear strongly monotone pair of :class:`CoupledNonlinearSA` with random x*, y*, C_x, C_y
