@@ -117,6 +117,7 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
 def _claims(cfg: dict[str, Any]) -> list[Claim]:
     fr = _fractions(cfg)
     mixed = (float(fr[0]), float(fr[-1]))
+    splits = ", ".join(f"{x:g}" for x in fr)
     demos = Control("misaligned-demos", "demonstrations from the soft-optimal policy of another reward of the same "
                     "law (an expert of a different task): the joint fit is pulled towards it, so AIHF's soft "
                     "suboptimality exceeds RLHF's, which ignores the demonstrations", overrides={"misaligned": "demos"})
@@ -129,7 +130,7 @@ def _claims(cfg: dict[str, Any]) -> list[Claim]:
                                      ("sft", "SFT (IRL from the demonstrations alone)", prefs)):
             claims.append(Claim(
                 id=f"{kind}-aihf-beats-{other}",
-                statement=f"{label}, budget N = {cfg['budget']} split at demo fractions {', '.join(f'{x:g}' for x in fr)}: "
+                statement=f"{label}, budget N = {cfg['budget']} split at demo fractions {splits}: "
                           f"AIHF's soft suboptimality is below {name}'s on the same data: mean over the splits of "
                           "the paired log(subopt AIHF / subopt " + other.upper() + ") <= -0.05 (at least 5 % lower)",
                 metric=f"{kind}_log_aihf_over_{other}", kind="value", relation="le", expected=-0.1,
