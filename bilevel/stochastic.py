@@ -240,11 +240,16 @@ def f2sa(*, x_lr: Any, y_lr: Any, z_lr: Any, multiplier: Any, inner_steps: int =
     return Solver(init=init, step=step, sample=sample)
 
 
-def f2sa_schedules(*, alpha: float, gamma: float, lam: float, xi: float, k0: float = 1.0) -> dict[str, Any]:
+def f2sa_schedules(*, alpha: float, gamma: float, lam: float, xi: float, k0: float = 1.0,
+                   decay: Any = 1.0) -> dict[str, Any]:
     """The stochastic-regime polynomial schedules (reconstructed, see the module docstring): y_lr = alpha
-    (k + k0)^{-5/7}, z_lr = gamma (k + k0)^{-4/7}, multiplier = lam (k + k0)^{2/7}, x_lr = xi y_lr."""
+    (k + k0)^{-5/7}, z_lr = gamma (k + k0)^{-4/7}, multiplier = lam (k + k0)^{2/7}, x_lr = xi y_lr. ``decay``
+    scales every exponent (1: the paper's; 0: every step and the multiplier held at their initial values); it may
+    be a tracer, so both share one compiled program in a sweep."""
     for name, v in (("alpha", alpha), ("gamma", gamma), ("lam", lam), ("xi", xi), ("k0", k0)):
         check_positive(name, v)
-    return {"y_lr": power_decay(alpha, k0, 5 / 7), "z_lr": power_decay(gamma, k0, 4 / 7),
-            "multiplier": lambda k: lam * (jnp.asarray(k, jnp.result_type(float)) + k0) ** (2 / 7),
-            "x_lr": power_decay(alpha * xi, k0, 5 / 7)}
+    if not is_traced(decay) and not 0 <= float(decay) <= 1:
+        raise RatelabError(f"decay must lie in [0, 1], got {decay!r}")
+    return {"y_lr": power_decay(alpha, k0, 5 / 7 * decay), "z_lr": power_decay(gamma, k0, 4 / 7 * decay),
+            "multiplier": lambda k: lam * (jnp.asarray(k, jnp.result_type(float)) + k0) ** (2 / 7 * decay),
+            "x_lr": power_decay(alpha * xi, k0, 5 / 7 * decay)}

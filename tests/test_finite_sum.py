@@ -8,7 +8,7 @@ import pytest
 
 from bilevel.finite_sum import build_finite_sum_quadratic, make_finite_sum_quadratic
 from bilevel.implicit import implicit_gradient
-from bilevel.stochastic import f2sa, saba, soba
+from bilevel.stochastic import f2sa, f2sa_schedules, saba, soba
 from ratelab import RatelabError
 from ratelab.runner import run
 
@@ -80,18 +80,36 @@ def test_saba_converges_linearly_and_frozen_memory_does_not(prob):
 
 
 def test_f2sa_deterministic_fixed_point_is_the_penalised_solution():
-    """With full batches, constant lam and small steps, F2SA's (x, y, z) converge to the stationary point of
-    f(x, y) + lam (g(x, y) - min_z g(x, z)); its distance to x* shrinks as lam grows (O(1/lam), derived here)."""
+    """With full batches and constant lam, F2SA's (x, y) converge to the minimiser of f(x, y) + lam (g(x, y) -
+    min_z g(x, z)) (derived: its x direction is that function's x gradient by Danskin), i.e. V-PBGD's closed-form
+    penalised solution at gamma = lam; its distance to x* shrinks as lam grows (O(1/lam))."""
     with jax.enable_x64(True):
-        p = make_finite_sum_quadratic(1, n_inner=4, n_outer=4, dim_inner=4, dim_outer=2, inner_batch=4,
-                                      outer_batch=4)
+        p = make_finite_sum_quadratic(1, n_inner=4, n_outer=4, dim_inner=4, dim_outer=2, full_batch=True)
         xs, _ = p.solution()
         errs = []
         for lam in (2.0, 8.0):
             s = f2sa(x_lr=0.05, y_lr=0.5 / (1 + lam), z_lr=0.5, multiplier=lam, inner_steps=3)
             tr = run(s, p, jax.random.key(0), steps=4000, log_every=4000)
-            errs.append(float(jnp.linalg.norm(tr.final_state.x[0] - xs)))
+            x_lam, y_lam = p.penalised_solution(lam)
+            np.testing.assert_allclose(np.asarray(tr.final_state.x[0]), np.asarray(x_lam), atol=1e-8)
+            np.testing.assert_allclose(np.asarray(tr.final_state.y[0]), np.asarray(y_lam), atol=1e-8)
+            errs.append(float(jnp.linalg.norm(x_lam - xs)))
         assert errs[1] < 0.5 * errs[0]
+
+
+def test_f2sa_schedules_decay():
+    """decay 1: the stochastic-regime exponents; decay 0: every schedule constant at its k = 0 value."""
+    kw = dict(alpha=0.05, gamma=0.5, lam=2.0, xi=3.0, k0=10.0)
+    one, zero = f2sa_schedules(**kw), f2sa_schedules(**kw, decay=0.0)
+    k = 990.0
+    np.testing.assert_allclose(float(one["y_lr"](k)), 0.05 * 1000 ** (-5 / 7), rtol=1e-6)
+    np.testing.assert_allclose(float(one["z_lr"](k)), 0.5 * 1000 ** (-4 / 7), rtol=1e-6)
+    np.testing.assert_allclose(float(one["multiplier"](k)), 2.0 * 1000 ** (2 / 7), rtol=1e-6)
+    np.testing.assert_allclose(float(one["x_lr"](k)), 0.15 * 1000 ** (-5 / 7), rtol=1e-6)
+    for name, value in (("y_lr", 0.05), ("z_lr", 0.5), ("multiplier", 2.0), ("x_lr", 0.15)):
+        np.testing.assert_allclose(float(zero[name](k)), value, rtol=1e-6)
+    with pytest.raises(RatelabError, match="decay"):
+        f2sa_schedules(**kw, decay=2.0)
 
 
 def test_aid_linear_warm_start_matches_neumann_from_zero_on_first_step():
