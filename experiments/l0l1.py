@@ -16,7 +16,7 @@ Experiments
 * ``l0l1-delta``: tuned iterations against Delta at fixed eps. Claims: Adam's Delta-exponent = 1 +- 0.25 (the lower
   bound's), GDM's >= 1.5 (derived: ~ a^2 Delta^2 / (eps^2 log Delta)), GDM/Adam's exponent >= 0.5.
 * ``l0l1-eps``: tuned iterations against eps at fixed Delta: both eps-exponents = -2 +- 0.3.
-* ``l0l1-stochastic`` (:mod:`experiments._l0l1_stochastic`, not registered: a WEAK and an INCONCLUSIVE claim).
+* ``l0l1-stochastic`` (:mod:`experiments.l0l1_stochastic`): SGDM fails at every grid step, tuned Adam converges.
 
 "Iterations" = the first t with ||grad f(x_s)|| <= eps for W = 200 consecutive iterates (``window``).
 
