@@ -40,11 +40,36 @@ paper's quadratic instance, claims registered before running"):
 * ``mini-state-size`` (Adam-mini, Algorithm 1): Adam-mini's second-moment state has exactly n_blocks = 3 entries
   (counted from the optax state). Control: optax.adam's state (#parameters entries).
 
-Measured: see the claims' verdicts (section "Measured" below, filled in after the run).
+Measured (one run each after the registration; quick = 6 seeds, the sensitivity run = the same config with 128
+seeds, which is now the full config; log2 ratios, mean [95 % interval]):
+
+* GD needs the same count at every level on every seed (74-1808 iterations over seeds, 942 on average at 128
+  seeds; the spread over seeds is how much of f0 the range [1, 2] carries against eps): gd-invariant 0 [0, 0] PASS,
+  control (Adam's counts) 2.03 (128 seeds: 2.63) FAIL as it must.
+* Tuned Adam is faster than tuned GD already on homogeneous blocks: homogeneous-comparable 1.30 [0.26, 2.19],
+  INCONCLUSIVE at 6 seeds (the harness: about 130 seeds would decide, beyond the 6 s budget); 128 seeds: 1.79
+  [1.61, 1.97], FAIL (GD 3.5x slower; a known failure, analysis on the claim). Its control (q = 1) 2.48 [1.06, 3.87]
+  (128 seeds: 3.26 [3.01, 3.51]).
+* ratio-grows 1.18 [0.64, 1.70], INCONCLUSIVE at 6 seeds (about 58 would decide); 128 seeds: 1.46 [1.36, 1.56],
+  PASS (log2 GD / Adam 1.79, 1.83, 2.02, 3.26 at q = 0, 1/3, 2/3, 1; JS distance 0.01, 0.33, 0.64, 1.0: the growth
+  sits mostly at q = 1). Control (Adam on the dense rotation): -0.26 [-0.62, 0.03] (128 seeds: -0.04 [-0.12, 0.04]),
+  FAIL as it must: with the same spectrum and no block structure, Adam's advantage does not grow.
+* blockwise-closes-gap -5.16 [-5.19, -5.14] PASS (blockwise GD needs 2 iterations at q = 1: each block's condition
+  number is at most 2); control (one global step) 2.48 FAIL.
+* mini-matches-adam -1.47 [-2.57, -0.76] PASS (128 seeds: -1.29 [-1.44, -1.14]: Adam-mini, 33 iterations, beats
+  Adam, 71, at q = 1; one v per block is the exact per-block scale, per-coordinate v inside a rotated block is not);
+  control (wrong partition) 1.13 [0.50, 1.82], INCONCLUSIVE at 6 seeds; 128 seeds: 1.48 [1.37, 1.60], FAIL as it must.
+* mini-state-size 3 PASS; control (Adam's state) 27 FAIL.
+
+No claim is WEAK. Cost: 3.1 s in the harness at 6 seeds (compile 1.7 s, run 1.4 s; every control reuses the run);
+the 128-seed run 43 s.
 
 Not included: issue 15's "Adam-mini matches Adam on a small transformer from bilevel.transformer" (the module
 ``bilevel.transformer`` exists for zo-bench's memory claim, but a training run to a loss tolerance does not fit the
 6 s budget beside this study).
+
+The full config is the quick instance with 128 seeds (the sensitivity run above; a first full config with
+block_dim 30, eps 1e-5 and 20000 steps was written but never run: about 3 TFLOP, beyond this machine).
 
 Settings from the papers: the eigenvalue ranges and the three blocks (as we read Sec. 3; reconstructed, see
 :mod:`optim_theory.hessian_blocks`), Adam's betas (0.9, 0.999) and eps 1e-8, Adam-mini's update rule. Reconstructed:
@@ -208,6 +233,14 @@ def _claims(cfg: dict[str, Any]) -> list[Claim]:
         Claim(id="homogeneous-comparable", statement="homogeneous blocks (q = 0, every block spans the whole "
               "spectrum): tuned GD and tuned Adam need comparable iterations to eps: |log2(iters GD / iters Adam)| "
               "<= 1.5", metric="log2_gd_over_adam", kind="value", expected=0.0, tolerance=1.5, window=(0.0, 0.0),
+              known_failure="measured: 6 seeds 1.30 [0.26, 2.19] (INCONCLUSIVE), 128 seeds 1.79 [1.61, 1.97] "
+              "(FAIL): tuned Adam (betas 0.9, 0.999) needs about 210 iterations at q = 0 and tuned GD 942 (the same at "
+              "every q). The gap is not block structure: Adam on a dense random rotation of the same H (no blocks "
+              "at all) is as far ahead, log2 GD / Adam 1.71 at q = 0 and 1.67 at q = 1, so on this spectrum "
+              "(condition number about 5000) Adam's momentum and normalised steps beat plain GD (no momentum; the "
+              "paper's SGD has momentum, which this GD arm does not: reconstructed) by a factor of about 3.4 "
+              "whatever the blocks. The paper's comparable-on-homogeneous statement does not hold for momentum-free "
+              "GD against Adam here; the heterogeneity effect (ratio-grows) does, on top of it",
               source=SRC, controls=(Control("heterogeneous", "the same ratio at q = 1 (block b holds range b only, "
                                             "same global spectrum), where the paper says GD falls behind",
                                             claim={"window": (1.0, 1.0)}),)),
@@ -272,8 +305,8 @@ register(Experiment(
     configs={
         "quick": {**_C, "block_dim": 9, "n_own": (0, 3, 6, 9), "seeds": 6, "eps": 1e-4, "steps": 4000,
                   "n_lr": 14, "log_every": 1},
-        "full": {**_C, "block_dim": 30, "n_own": (0, 9, 18, 30), "seeds": 16, "eps": 1e-5, "steps": 20000,
-                 "n_lr": 24, "log_every": 1},
+        "full": {**_C, "block_dim": 9, "n_own": (0, 3, 6, 9), "seeds": 128, "eps": 1e-4, "steps": 4000,
+                 "n_lr": 14, "log_every": 1},
     },
     execute=_execute,
     claims=_claims,
