@@ -297,7 +297,7 @@ def _validate(cfg: dict[str, Any]) -> None:
 
 _C = {"seed": 0, "x64": True, "ranges": hb.PAPER_RANGES, "lr_min": 1e-3, "lr_max": 1.9}
 
-register(Experiment(
+EXPERIMENT = register(Experiment(
     id="hessian-blocks",
     paper=HESSIAN,
     figure="iterations to eps vs block heterogeneity at a fixed global spectrum: GD, Adam, blockwise GD, Adam-mini",
