@@ -23,8 +23,7 @@ eigenvalue, c tuned: reconstructed, the paper's "one learning rate per block" re
 moment per Hessian block, Adam-mini on a wrong partition (coordinate i in block i mod 3: every block cuts across all
 Hessian blocks), and Adam on a dense random rotation of the same H (``mix``: same spectrum, no block structure).
 
-Pre-registered (claims and bands written before the first run of this instance; commit "hessian-blocks: the
-paper's quadratic instance, claims registered before running"):
+Pre-registered (claims and bands written before the first run of this instance, commit df76097):
 
 * ``homogeneous-comparable`` (paper, Sec. 3): at q = 0, |log2(iters GD / iters Adam)| <= 1.5. Control: the same at
   q = 1, where the paper says GD falls behind.
@@ -64,12 +63,13 @@ seeds, which is now the full config; log2 ratios, mean [95 % interval]):
 No claim is WEAK. Cost: 3.1 s in the harness at 6 seeds (compile 1.7 s, run 1.4 s; every control reuses the run);
 the 128-seed run 43 s.
 
-Not included: issue 15's "Adam-mini matches Adam on a small transformer from bilevel.transformer" (the module
-``bilevel.transformer`` exists for zo-bench's memory claim, but a training run to a loss tolerance does not fit the
-6 s budget beside this study).
+Not included: issue 15's "Adam-mini matches Adam on a small transformer from bilevel.transformer" claim: a cost probe
+(Adam and Adam-mini, 200 steps on the ``tiny`` model, one jitted program, not a claim run) compiled in 34 s on this
+loaded 2-core machine, far beyond the 6 s budget of this study.
 
 The full config is the quick instance with 128 seeds (the sensitivity run above; a first full config with
-block_dim 30, eps 1e-5 and 20000 steps was written but never run: about 3 TFLOP, beyond this machine).
+block_dim 30, eps 1e-5 and 20000 steps was registered with df76097 but never run: about 3 TFLOP, beyond this
+machine).
 
 Settings from the papers: the eigenvalue ranges and the three blocks (as we read Sec. 3; reconstructed, see
 :mod:`optim_theory.hessian_blocks`), Adam's betas (0.9, 0.999) and eps 1e-8, Adam-mini's update rule. Reconstructed:

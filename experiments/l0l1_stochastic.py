@@ -13,7 +13,7 @@ still settles). SGDM: every step >= 0.016 blew up on all seeds, 0.01 on 84 % (15
 smaller steps too slow: best 0.148 [0.031, 0.280] against <= 0.2, INCONCLUSIVE (the harness: about 217 judged seeds
 would decide); its control (quadratic wall, L1 = 0) succeeded on every seed, FAIL as it must.
 
-Changes (registered before the run that judges them, commit "l0l1-stochastic: ..."): (1) Adam's control is now
+Changes (registered before the run that judges them, commit b04fa67): (1) Adam's control is now
 ``no-denominator``: Adam with eps = 1e8 and every grid step multiplied by 1e8 (``adam-nodenom``, run in the same
 program as a third arm and tuned by the same rule on the same half): the update lr 1e8 m_hat / (sqrt(v_hat) + 1e8)
 is lr m_hat to within sqrt(v_hat) / 1e8 (gradients here are below 1e3), i.e. SGD with an exponential-average
