@@ -43,7 +43,7 @@ iterates. Quick uses Delta in {4, 8, 16} (the full config's 4 -> 32 needs a 1.2e
 Negative controls: ``wall = quadratic`` (L1 = 0: the step cap disappears, GDM ~ Delta, separation ~ 0);
 ``split = 1`` (all of Delta in the wall: Adam ~ log Delta, exponent ~ 0); ``slope = fixed`` (s = 2 eps_max for every
 eps: the target is met only in the bowl, Adam ~ eps^-1, GDM ~ log(1/eps)); the stochastic controls are the quadratic
-wall (SGDM succeeds) and a horizon of 1/20.
+wall (SGDM succeeds) and Adam without its adaptive denominator (eps = 1e8, steps x 1e8: SGD with momentum).
 """
 
 from __future__ import annotations
