@@ -16,7 +16,7 @@ Experiments
 * ``l0l1-delta``: tuned iterations against Delta at fixed eps. Claims: Adam's Delta-exponent = 1 +- 0.25 (the lower
   bound's), GDM's >= 1.5 (derived: ~ a^2 Delta^2 / (eps^2 log Delta)), GDM/Adam's exponent >= 0.5.
 * ``l0l1-eps``: tuned iterations against eps at fixed Delta: both eps-exponents = -2 +- 0.3.
-* ``l0l1-stochastic`` (:mod:`experiments._l0l1_stochastic`, not registered: a WEAK and an INCONCLUSIVE claim).
+* ``l0l1-stochastic`` (:mod:`experiments.l0l1_stochastic`): SGDM fails at every grid step, tuned Adam converges.
 
 "Iterations" = the first t with ||grad f(x_s)|| <= eps for W = 200 consecutive iterates (``window``).
 
@@ -43,7 +43,7 @@ iterates. Quick uses Delta in {4, 8, 16} (the full config's 4 -> 32 needs a 1.2e
 Negative controls: ``wall = quadratic`` (L1 = 0: the step cap disappears, GDM ~ Delta, separation ~ 0);
 ``split = 1`` (all of Delta in the wall: Adam ~ log Delta, exponent ~ 0); ``slope = fixed`` (s = 2 eps_max for every
 eps: the target is met only in the bowl, Adam ~ eps^-1, GDM ~ log(1/eps)); the stochastic controls are the quadratic
-wall (SGDM succeeds) and a horizon of 1/20.
+wall (SGDM succeeds) and Adam without its adaptive denominator (eps = 1e8, steps x 1e8: SGD with momentum).
 """
 
 from __future__ import annotations

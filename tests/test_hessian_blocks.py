@@ -1,6 +1,8 @@
 """Block heterogeneity (optim_theory.hessian_blocks) and Adam-mini (optim_theory.adam_mini): the JS measure on known
 spectra, the block Hessian's spectrum and structure, Adam-mini with singleton blocks is optax.adam in float64,
-Adam-mini's state size, the block-mean second moment against a NumPy restatement, and bad input."""
+Adam-mini's state size, the block-mean second moment against a NumPy restatement, bad input; and the paper's
+quadratic instance of experiments/hessian_blocks.py (the global spectrum fixed over heterogeneity levels, GD's
+closed-form count and its invariance, the blockwise step)."""
 
 import jax
 import jax.numpy as jnp
@@ -41,12 +43,14 @@ def test_block_hessian_spectrum_and_structure():
 
 
 def _run(opt, g_fn, x0, steps):
-    state, x, path = opt.init(x0), x0, []
-    for _ in range(steps):
+    def body(carry, _):
+        x, state = carry
         u, state = opt.update(g_fn(x), state, x)
         x = optax.apply_updates(x, u)
-        path.append(x)
-    return np.stack(path), state
+        return (x, state), x
+
+    (_, state), path = jax.jit(lambda x: jax.lax.scan(body, (x, opt.init(x)), None, length=steps))(x0)
+    return np.asarray(path), state
 
 
 def test_adam_mini_singleton_blocks_is_adam():
@@ -66,10 +70,11 @@ def test_adam_mini_block_mean_matches_numpy():
         part = np.array([0, 0, 1, 1, 1, 2])
         gs = np.random.default_rng(3).standard_normal((5, 6))
         opt = adam_mini(0.1, part, 3, b1=0.9, b2=0.99, eps=1e-8)
-        state, us = opt.init(jnp.zeros(6)), []
-        for g in gs:
-            u, state = opt.update(jnp.asarray(g), state)
-            us.append(np.asarray(u))
+        def body(state, g):
+            u, state = opt.update(g, state)
+            return state, u
+
+        us = np.asarray(jax.jit(lambda g: jax.lax.scan(body, opt.init(jnp.zeros(6)), g)[1])(jnp.asarray(gs)))
         m, v = np.zeros(6), np.zeros(3)
         for t, g in enumerate(gs, 1):
             m = 0.9 * m + 0.1 * g
@@ -95,3 +100,84 @@ def test_bad_input():
         hb.block_spectra(2, 2, -1.0, 2.0)
     with pytest.raises(RatelabError, match="spectra"):
         hb.js_heterogeneity(np.ones((1, 3)))
+
+
+# --- the paper's quadratic instance (experiments/hessian_blocks.py) ---------------------------------------------
+
+def _tiny(**kw):
+    from experiments import hessian_blocks as e
+    return e, {**e._C, "block_dim": 3, "n_own": (0, 3), "seeds": 2, "eps": 1e-3, "steps": 300, "n_lr": 3, **kw}
+
+
+def test_range_spectra_inside_the_scaled_ranges():
+    g = hb.range_spectra(hb.PAPER_RANGES, 5, np.random.default_rng(0))
+    r = np.asarray(hb.PAPER_RANGES) / 5000.0
+    assert g.shape == (3, 5) and np.all(g >= r[:, :1]) and np.all(g <= r[:, 1:]) and g.max() <= 1.0
+
+
+@pytest.mark.parametrize("n_own", [0, 3, 6, 9])
+def test_assign_blocks_is_a_permutation_with_the_right_shares(n_own):
+    g = hb.range_spectra(hb.PAPER_RANGES, 9, np.random.default_rng(1))
+    spec, src = hb.assign_blocks(g, n_own)
+    np.testing.assert_array_equal(np.sort(src), np.arange(27))  # every eigenvalue used once: same global spectrum
+    np.testing.assert_array_equal(spec.ravel(), g.ravel()[src])
+    rng_of = src // 9  # the range each block slot came from
+    for b in range(3):
+        counts = np.bincount(rng_of.reshape(3, 9)[b], minlength=3)
+        expected = np.full(3, (9 - n_own) // 3)
+        expected[b] += n_own
+        np.testing.assert_array_equal(counts, expected)
+
+
+def test_rotated_blocks_eigenvectors_and_structure():
+    spec, _ = hb.assign_blocks(hb.range_spectra(hb.PAPER_RANGES, 4, np.random.default_rng(2)), 4)
+    for mix in (False, True):
+        H, q = hb.rotated_blocks(spec, np.random.default_rng(3), mix=mix)
+        np.testing.assert_allclose(q.T @ q, np.eye(12), atol=1e-12)
+        np.testing.assert_allclose(H @ q, q * spec.ravel(), atol=1e-12)
+        assert (np.abs(H[:4, 4:]).max() == 0.0) != mix
+
+
+def test_gd_iterations_are_the_closed_form_and_the_same_at_every_level():
+    """Derived fact behind gd-invariant: with the global spectrum and the eigen-coordinates fixed, GD's loss curve
+    f_t = sum_i lambda_i c_i^2 (1 - eta lambda_i)^(2t) / 2 does not depend on how the eigenvalues sit in blocks."""
+    e, cfg = _tiny()
+    p = e.problems(cfg)
+    eta = 1.5
+    with jax.enable_x64(True):
+        run = jax.vmap(jax.vmap(lambda H, x: e.iterations(optax.sgd(eta), H, x, cfg["eps"], cfg["steps"])))
+        its = np.asarray(jax.jit(run)(jnp.asarray(p["H"]), jnp.asarray(p["x0"])))
+    for s in range(2):
+        lam, vec = np.linalg.eigh(p["H"][s, 0])
+        c = vec.T @ p["x0"][s, 0]
+        f = np.array([0.5 * np.sum(lam * c ** 2 * (1 - eta * lam) ** (2 * t)) for t in range(cfg["steps"])])
+        assert its[s, 0] == its[s, 1] == int(np.argmax(f <= cfg["eps"] * f[0]))
+        for lv in range(2):  # the same (eigenvalue, coordinate) pairs at both levels, and in the dense rotation
+            for H, x in ((p["H"][s, lv], p["x0"][s, lv]), (p["Hd"][s, lv], p["xd"][s, lv])):
+                lam2, vec2 = np.linalg.eigh(H)
+                np.testing.assert_allclose(lam2, lam, atol=1e-12)
+                np.testing.assert_allclose(np.abs(vec2.T @ x), np.abs(c), atol=1e-9)
+
+
+def test_blockwise_gd_on_scalar_blocks_converges_in_one_step():
+    """c / L_b with c = 1 on blocks that are multiples of the identity is Newton's step: f(x_1) = 0."""
+    e, _ = _tiny()
+    lam = np.repeat([1e-3, 0.1, 1.0], 2)
+    with jax.enable_x64(True):
+        opt = e.optimizer("gd-blockwise", 1.0, jnp.asarray(1.0 / lam), 3, 2)
+        curve = e.loss_curve(opt, jnp.diag(jnp.asarray(lam)), jnp.ones(6), 3)
+    assert float(curve[0]) == 1.0 and float(curve[1]) < 1e-28
+
+
+def test_experiment_registered_with_validated_config():
+    e, cfg = _tiny()
+    exp = e.EXPERIMENT
+    assert all(c.controls for c in exp.claims(exp.config("quick")))
+    e._validate(cfg)
+    for bad in ({"n_own": (0, 2)}, {"n_own": (1, 3)}, {"lr_max": 1e-4}):
+        with pytest.raises(RatelabError, match="n_own|lr_max"):
+            e._validate({**cfg, **bad})
+    with pytest.raises(RatelabError, match="method"):
+        e.optimizer("sgd", 0.1, 1.0, 3, 3)
+    with pytest.raises(RatelabError, match="ranges"):
+        hb.range_spectra(((2.0, 1.0), (3.0, 4.0)), 3, np.random.default_rng(0))

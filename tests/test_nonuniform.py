@@ -146,3 +146,24 @@ def test_experiment_config_validation():
                      ("n_delta", 2), ("lr_min", 2.0)):
         with pytest.raises(RatelabError, match=key.split("_")[0]):
             l0l1._validate({**cfg, key: bad})
+
+
+def test_no_denominator_control_is_sgd_with_ema_momentum():
+    """l0l1-stochastic's control arm: Adam with eps = E and step lr E updates by -lr m_hat (bias-corrected EMA of
+    the gradients) up to a relative sqrt(v_hat) / E; here |g| <= 1e3, so within 1e-5 relative."""
+    from experiments import l0l1_stochastic as st
+
+    lr, b1 = 0.01, 0.9
+    gs = np.random.default_rng(0).uniform(-1e3, 1e3, size=(20, 2)).astype(np.float32)
+    opt = nu.optimizer("adam", lr * st.NODENOM, eps=st.NODENOM)
+
+    def body(s, g):
+        u, s = opt.update(g, s)
+        return s, u
+
+    us = np.asarray(jax.jit(lambda g: jax.lax.scan(body, opt.init(jnp.zeros(2)), g)[1])(jnp.asarray(gs)))
+    m = np.zeros(2)
+    for t, g in enumerate(gs, 1):
+        m = b1 * m + (1 - b1) * g
+        np.testing.assert_allclose(us[t - 1], -lr * m / (1 - b1 ** t), rtol=1e-5, atol=1e-6)
+    assert "adam-nodenom" in st.ARMS
