@@ -2,9 +2,12 @@ import os
 
 import pytest
 
+from ratelab import xla_flags
 from ratelab.runner import run
 from ratelab.schedules import harmonic
 from rl_theory.sa import make_scalar_sa, robbins_monro
+
+xla_flags.apply()  # as the CLI does (ratelab.xla_flags), before any test starts jax's backend; notebooks inherit it
 
 
 @pytest.fixture

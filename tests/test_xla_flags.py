@@ -1,0 +1,29 @@
+"""ratelab.xla_flags: the CLI's compiler flag is added once, never over the user's own choice."""
+
+import os
+
+from ratelab import xla_flags
+
+
+def test_flag_is_active_in_this_session():
+    # conftest applies it before any test runs jax (as ratelab's CLI does)
+    assert "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", "")
+
+
+def test_user_choice_and_opt_out_win(monkeypatch):
+    monkeypatch.setattr(xla_flags, "_backend_started", lambda: False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3 --foo")
+    assert not xla_flags.apply()
+    assert os.environ["XLA_FLAGS"] == "--xla_backend_optimization_level=3 --foo"
+    monkeypatch.setenv("XLA_FLAGS", "--foo")
+    monkeypatch.setenv(xla_flags.ENV_OFF, "0")
+    assert not xla_flags.apply()
+    assert os.environ["XLA_FLAGS"] == "--foo"
+    monkeypatch.delenv(xla_flags.ENV_OFF)
+    assert xla_flags.apply()
+    assert os.environ["XLA_FLAGS"] == f"--foo {xla_flags.FLAG}"
+    assert not xla_flags.apply()  # once only
+    monkeypatch.delenv("XLA_FLAGS")
+    monkeypatch.setattr(xla_flags, "_backend_started", lambda: True)
+    assert not xla_flags.apply()  # too late: XLA has read its flags
+    assert "XLA_FLAGS" not in os.environ
