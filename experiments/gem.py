@@ -180,6 +180,24 @@ def _claims(cfg: dict[str, Any]) -> list[Claim]:
                       "tokens (mean over seeds of the paired log ratio >= log 1.5)",
             metric="log_unseen_mass_gem_over_ce", kind="value", relation="ge",
             expected=float(np.log(1.5)) + 0.05, tolerance=0.05, source=PAPER, controls=(beta1,)),
+        Claim(
+            id="ce-unseen-mass-rate",
+            statement=f"(derived here) on N = {N} samples, plain gradient descent on cross entropy: the mass on the "
+                      "unseen tokens decays like t^-1 (their logits fall like -log t): fitted exponent -1 +- 0.1 over "
+                      f"steps [{T // 3}, {T}]",
+            metric="unseen_mass_ce", kind="exponent", expected=-1.0, tolerance=0.1,
+            window=(float(T // 3), float(T)), source=DERIVED,
+            controls=(Control("gem-curve", f"fit GEM's (beta = {b:g}) unseen mass instead: it decays like "
+                              "t^-beta, so it must fail", claim={"metric": "unseen_mass_gem"}),)),
+        Claim(
+            id="gem-unseen-mass-rate",
+            statement=f"(derived here) on N = {N} samples, plain gradient descent on GEM (beta = {b:g}) is cross "
+                      "entropy on z / beta, read through softmax(z): the unseen mass decays like t^-beta: fitted "
+                      f"exponent -{b:g} +- 0.1 over steps [{T // 3}, {T}] (it still vanishes as t -> infinity)",
+            metric="unseen_mass_gem", kind="exponent", expected=-float(b), tolerance=0.1,
+            window=(float(T // 3), float(T)), source=DERIVED,
+            controls=(Control("ce-curve", "fit cross entropy's unseen mass instead: it decays like t^-1, so it "
+                              "must fail", claim={"metric": "unseen_mass_ce"}),)),
     ]
 
 
