@@ -46,7 +46,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from scipy.optimize import root as np_root
-from scipy.special import log_softmax as np_log_softmax
 from scipy.special import softmax as np_softmax
 
 from ratelab.errors import RatelabError
@@ -192,18 +191,17 @@ def population_grad(z: np.ndarray, p_data: np.ndarray, beta: float, h: str = "li
 
 
 def fixed_point_root(p_data: Any, beta: float, h: str = "linear", tol: float = 1e-13) -> np.ndarray:
-    """The population stationary point by ``scipy.optimize.root`` on the gradient (z_0 = 0 fixes the shift
-    invariance); the model's probabilities softmax(z*)."""
+    """The population stationary point by ``scipy.optimize.root`` on the gradient, started at the uniform model
+    (z_0 = 0 fixes the shift invariance); the model's probabilities softmax(z*)."""
     p = _check_target(p_data)
     check_gem(beta, h)
     if np.any(p <= 0):
         raise RatelabError("fixed_point_root needs p_data > 0 everywhere (else the logits run to -inf)")
-    z0 = beta * np_log_softmax(np.log(p))
 
     def f(x):
         return population_grad(np.concatenate([[0.0], x]), p, beta, h)[1:]
 
-    sol = np_root(f, z0[1:] - z0[0], method="hybr", tol=tol)
+    sol = np_root(f, np.zeros(p.size - 1), method="hybr", tol=tol)  # from the uniform model
     if not sol.success:
         raise RatelabError(f"fixed_point_root did not converge: {sol.message}")
     return np_softmax(np.concatenate([[0.0], sol.x]))
