@@ -49,24 +49,27 @@ from scipy.optimize import root as np_root
 from scipy.special import softmax as np_softmax
 
 from ratelab.errors import RatelabError
-from ratelab.validate import check_choice, check_in_range, check_positive_int
+from ratelab.validate import check_choice, check_in_range, check_positive_int, is_traced
 
 H_CHOICES = ("linear", "logsigmoid")
 LOGSIGMOID_SCALE = 0.01  # the public code's sigmoid(0.01 * (z_k - z_y)) weight
 OPTIMIZERS = ("sgd", "adam")
 
 
-def check_gem(beta: Any, h: str = "linear") -> None:
-    """beta in (0, 1] (1 is cross entropy's gradient; tracers pass) and h one of :data:`H_CHOICES`."""
+def check_gem(beta: Any, h: Any = "linear") -> None:
+    """beta in (0, 1] (1 is cross entropy's gradient; tracers pass) and h one of :data:`H_CHOICES` (or, inside
+    a vmap over arms, a traced boolean: true selects logsigmoid)."""
     check_in_range("beta", beta, 0.0, 1.0, closed="right")
-    check_choice("h", h, H_CHOICES)
+    if isinstance(h, str) or not is_traced(h):
+        check_choice("h", h, H_CHOICES)
 
 
-def _weights(logits: jax.Array, labels: jax.Array, h: str) -> jax.Array:
-    if h == "linear":
+def _weights(logits: jax.Array, labels: jax.Array, h: Any) -> jax.Array:
+    if isinstance(h, str) and h == "linear":
         return jnp.ones_like(logits)
     z_y = jnp.take_along_axis(logits, labels[..., None], axis=-1)
-    return jax.nn.sigmoid(LOGSIGMOID_SCALE * (logits - z_y))
+    w = jax.nn.sigmoid(LOGSIGMOID_SCALE * (logits - z_y))
+    return w if isinstance(h, str) else jnp.where(h, w, jnp.ones_like(logits))
 
 
 def cross_entropy_tokens(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -75,7 +78,7 @@ def cross_entropy_tokens(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
 
 
-def gem_tokens(logits: jax.Array, labels: jax.Array, beta: Any, h: str = "linear") -> jax.Array:
+def gem_tokens(logits: jax.Array, labels: jax.Array, beta: Any, h: Any = "linear") -> jax.Array:
     """Per-token GEM loss -sum_k sg(q_k w_k) (log p_y - log p_k), q = softmax(z / beta), shape ``labels.shape``."""
     check_gem(beta, h)
     logp = jax.nn.log_softmax(logits, axis=-1)
@@ -96,14 +99,14 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, token_weights: jax.Array
     return _mean(cross_entropy_tokens(logits, labels), token_weights)
 
 
-def gem_loss(logits: jax.Array, labels: jax.Array, beta: Any, h: str = "linear",
+def gem_loss(logits: jax.Array, labels: jax.Array, beta: Any, h: Any = "linear",
              token_weights: jax.Array | None = None) -> jax.Array:
     """Mean GEM loss over tokens (or the ``token_weights``-weighted sum); its value is not CE's at beta = 1, its
     gradient is (h = "linear")."""
     return _mean(gem_tokens(logits, labels, beta, h), token_weights)
 
 
-def gem_logit_grad(logits: jax.Array, label: jax.Array, beta: Any, h: str = "linear") -> jax.Array:
+def gem_logit_grad(logits: jax.Array, label: jax.Array, beta: Any, h: Any = "linear") -> jax.Array:
     """The paper's / code's per-token logit gradient sum_k q_k w_k (e_k - e_y) (= q - e_y for h linear)."""
     check_gem(beta, h)
     q = jax.nn.softmax(logits / beta, axis=-1)
@@ -111,10 +114,11 @@ def gem_logit_grad(logits: jax.Array, label: jax.Array, beta: Any, h: str = "lin
     return qw - jnp.sum(qw, axis=-1, keepdims=True) * jax.nn.one_hot(label, logits.shape[-1], dtype=logits.dtype)
 
 
-def sft_loss(logits: jax.Array, target: jax.Array, beta: Any, gem: Any, h: str = "linear") -> jax.Array:
+def sft_loss(logits: jax.Array, target: jax.Array, beta: Any, gem: Any, h: Any = "linear") -> jax.Array:
     """sum_y target_y l(z, y) with l GEM (``gem`` true) or cross entropy (false): the population loss for
-    ``target = p_data``, the mean over N samples for ``target`` = their frequencies. ``gem`` and ``beta`` may be
-    traced (vmap over arms); the non-selected loss gets a zero cotangent, so the gradient is the selected one's."""
+    ``target = p_data``, the mean over N samples for ``target`` = their frequencies. ``gem``, ``beta`` and ``h``
+    may be traced (vmap over arms); the non-selected loss gets a zero cotangent, so the gradient is the selected
+    one's."""
     K = logits.shape[-1]
     labels = jnp.arange(K)
     z = jnp.broadcast_to(logits, (K, K))
@@ -140,7 +144,7 @@ def make_optimizer(name: str, learning_rate: Any) -> optax.GradientTransformatio
 
 
 def train(logits0: jax.Array, target: jax.Array, tx: optax.GradientTransformation, steps: int, *, beta: Any = 1.0,
-          gem: Any = True, h: str = "linear", log_every: int = 1) -> tuple[jax.Array, jax.Array]:
+          gem: Any = True, h: Any = "linear", log_every: int = 1) -> tuple[jax.Array, jax.Array]:
     """``steps`` optimizer steps on :func:`sft_loss` from ``logits0`` (pure; ``lax.scan``; vmap it over seeds and
     arms, jit it outside). Returns (final logits [K], model probabilities softmax(z) after every ``log_every``-th
     step [steps // log_every, K])."""
