@@ -2,12 +2,19 @@
 the mass kept on tokens unseen in a finite sample.
 
 Each seed draws a non-uniform data distribution p_data = softmax(sigma g), g ~ N(0, I_K) (NumPy), and N samples from
-it, redrawn until at least one token is unseen (the regime of claim (c); the redraws are counted in the notes of the
-trace). A tabular softmax model (K free logits, z = 0 at the start: the uniform model) is trained by one optax
-optimizer for the same number of steps in five arms: cross entropy and GEM (beta) on the population loss
-(target p_data), and cross entropy, GEM (beta) and GEM (beta = 1) on the N samples' loss (target: their
-frequencies). One compiled program vmaps the seeds and the arms (beta and the CE/GEM switch are traced), so the
-beta = 1 control reuses it.
+it, redrawn until at least one token is unseen (the regime of claim (c); :func:`dataset` returns the number of
+redraws: 3 over the quick run's 32 seeds, 18 over the full run's 200; 2.3 / 2.7 unseen tokens per seed on average).
+A tabular softmax model (K free logits, z = 0 at the start: the uniform model) is trained by one optax optimizer for
+the same number of steps in six arms: cross entropy, GEM (beta, h linear) and GEM (beta, h logsigmoid) on the
+population loss (target p_data), and cross entropy, GEM (beta) and GEM (beta = 1) on the N samples' loss (target:
+their frequencies). One compiled program vmaps the seeds and the arms (beta, h and the CE/GEM switch are traced), so
+the beta = 1 control reuses it.
+
+Measured (quick, 32 seeds; full, 200 seeds, in brackets): population GEM is within TV 4e-9 (7e-7) of p_data^beta on
+every seed and TV 0.19 from p_data (control); logsigmoid GEM within 4e-6 of its root-found fixed point; GEM at
+beta = 1 equals CE to 3e-16 (4e-16); on N = 40 samples GEM's entropy exceeds CE's by 0.145 nats (0.168) and its
+unseen mass is e^1.60 = 5.0 x (e^1.63) CE's; the unseen mass decays like t^-0.996 (CE) and t^-0.696 (GEM,
+beta = 0.7), as derived. Every claim's control fails as it must.
 """
 
 from __future__ import annotations

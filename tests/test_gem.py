@@ -136,6 +136,19 @@ def test_logsigmoid_fixed_point_is_stationary_and_differs():
     assert 1e-8 < np.abs(star - fixed_point(p, beta)).max() < 0.05
 
 
+def test_traced_h_switch_selects_the_weight():
+    z, p = jnp.asarray(np.random.default_rng(9).standard_normal(K)), jnp.asarray(_pdata(9))
+
+    @jax.jit
+    def f(h):
+        return (jax.grad(sft_loss)(z, p, 0.7, True, h), jax.grad(sft_loss)(z, p, 0.7, True, "logsigmoid"),
+                jax.grad(sft_loss)(z, p, 0.7, True, "linear"))
+
+    for flag, ref in ((True, 1), (False, 2)):
+        out = f(jnp.asarray(flag))
+        assert np.array_equal(np.asarray(out[0]), np.asarray(out[ref]))
+
+
 def test_training_reaches_fixed_point():
     p, beta = _pdata(7), 0.7
     run = jax.jit(lambda t: train(jnp.zeros(K), t, make_optimizer("sgd", 1.0), 3000, beta=beta, log_every=3000))
