@@ -119,11 +119,17 @@ def sft_loss(logits: jax.Array, target: jax.Array, beta: Any, gem: Any, h: Any =
     ``target = p_data``, the mean over N samples for ``target`` = their frequencies. ``gem``, ``beta`` and ``h``
     may be traced (vmap over arms); the non-selected loss gets a zero cotangent, so the gradient is the selected
     one's."""
-    K = logits.shape[-1]
-    labels = jnp.arange(K)
-    z = jnp.broadcast_to(logits, (K, K))
-    ce = cross_entropy(z, labels, target)
-    g = gem_loss(z, labels, beta, h, target)
+    check_gem(beta, h)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    ce = -jnp.sum(target * logp)
+    if isinstance(h, str) and h == "linear":  # sum_y t_y l(z, y) = -(sum q)(sum_y t_y log p_y) + (sum t)(sum q log p)
+        q = jax.lax.stop_gradient(jax.nn.softmax(logits / beta, axis=-1))
+        g = jnp.sum(q) * ce + jnp.sum(target) * jnp.sum(q * logp)
+    else:  # the [label y, token k] table of the weights w_yk (no gathers: every label's row is the same logits)
+        q = jax.lax.stop_gradient(jax.nn.softmax(logits / beta, axis=-1))
+        w = jax.nn.sigmoid(LOGSIGMOID_SCALE * (logits[None, :] - logits[:, None]))
+        w = jax.lax.stop_gradient(w if isinstance(h, str) else jnp.where(h, w, 1.0))
+        g = -jnp.sum(target[:, None] * q[None, :] * w * (logp[:, None] - logp[None, :]))
     return jnp.where(gem, g, ce)
 
 
