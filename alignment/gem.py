@@ -200,20 +200,25 @@ def population_grad(z: np.ndarray, p_data: np.ndarray, beta: float, h: str = "li
     return p_data @ qw - p_data * qw.sum(1)
 
 
-def fixed_point_root(p_data: Any, beta: float, h: str = "linear", tol: float = 1e-13) -> np.ndarray:
-    """The population stationary point by ``scipy.optimize.root`` on the gradient, started at the uniform model
-    (z_0 = 0 fixes the shift invariance); the model's probabilities softmax(z*)."""
+def fixed_point_root(p_data: Any, beta: float, h: str = "linear", tol: float = 1e-13, start: str = "tempered",
+                     residual: float = 1e-10) -> np.ndarray:
+    """The population stationary point by ``scipy.optimize.root`` on the gradient (z_0 = 0 fixes the shift
+    invariance), from the linear solution beta log p_data (``start="tempered"``) or the uniform model
+    (``"uniform"``); the model's probabilities softmax(z*). Accepted when max |gradient| <= ``residual``."""
     p = _check_target(p_data)
     check_gem(beta, h)
+    check_choice("start", start, ("tempered", "uniform"))
     if np.any(p <= 0):
         raise RatelabError("fixed_point_root needs p_data > 0 everywhere (else the logits run to -inf)")
 
     def f(x):
         return population_grad(np.concatenate([[0.0], x]), p, beta, h)[1:]
 
-    sol = np_root(f, np.zeros(p.size - 1), method="hybr", tol=tol)  # from the uniform model
-    if not sol.success:
-        raise RatelabError(f"fixed_point_root did not converge: {sol.message}")
+    z0 = beta * np.log(p) if start == "tempered" else np.zeros(p.size)
+    sol = np_root(f, z0[1:] - z0[0], method="hybr", tol=tol)
+    worst = float(np.abs(f(sol.x)).max())
+    if not worst <= residual:
+        raise RatelabError(f"fixed_point_root did not converge (max |gradient| {worst:.3g}): {sol.message}")
     return np_softmax(np.concatenate([[0.0], sol.x]))
 
 

@@ -110,7 +110,7 @@ def test_fixed_point_is_stationary_and_the_roots(beta):
     np.testing.assert_allclose(population_grad(z, p, beta), 0.0, atol=1e-15)  # q = softmax(z / beta) = p_data
     g = _pop_grad(jnp.asarray(z), jnp.asarray(p), beta, True, "linear")
     np.testing.assert_allclose(np.asarray(g), 0.0, atol=1e-15)
-    np.testing.assert_allclose(fixed_point_root(p, beta), star, atol=1e-12)
+    np.testing.assert_allclose(fixed_point_root(p, beta, start="uniform"), star, atol=1e-12)
     if beta < 1:
         assert np.abs(star - p).sum() > 0.05  # not p_data
         assert entropy(star) > entropy(p)
@@ -132,6 +132,7 @@ def test_fixed_point_minimises_entropy_regularised_reverse_kl():
 def test_logsigmoid_fixed_point_is_stationary_and_differs():
     p, beta = _pdata(4), 0.7
     star = fixed_point_root(p, beta, "logsigmoid")
+    np.testing.assert_allclose(fixed_point_root(p, beta, "logsigmoid", start="uniform"), star, atol=1e-12)
     np.testing.assert_allclose(population_grad(np.log(star), p, beta, "logsigmoid"), 0.0, atol=1e-12)
     g = _pop_grad(jnp.asarray(np.log(star)), jnp.asarray(p), beta, True, "logsigmoid")
     np.testing.assert_allclose(np.asarray(g), 0.0, atol=1e-12)
