@@ -1,0 +1,277 @@
+"""MoFO (Chen et al. 2024): convergence of the momentum-filtered Adam and its distance from the pretrained point,
+on underdetermined least squares fine-tuned from theta0.
+
+One experiment, ``mofo-forgetting``, one compiled program: per seed an instance of ``optim_theory.mofo_ls`` (A in
+R^{m x n}, m < n, so the minimisers form an affine space and the exact minimum-distance minimisers from theta0
+exist: least l2 by lstsq, least l1 by linprog), five full-batch runs from theta0 in float64: MoFO with the
+paper's fraction alpha (the arm under test), MoFO with alpha = 1, MoFO with alpha = (n - 1)/n, MoFO with the
+summable step eta/t^2 (these three are controls), and optax.adam, all with eta_t = eta / sqrt(t) (the theorem's
+schedule) unless said otherwise, b1 = 0.9, b2 = 0.999, eps = 1e-8 (the public code's defaults), no weight decay (the
+theorem's setting; the code's default is 0.1). The four MoFO arms are one vmapped scan over arms x seeds beside
+Adam's, in the same jitted program; every control is judged on a curve of the same run.
+
+Pre-registered (claims and bands written before any run):
+
+* ``convergence`` (the paper's statement, its convergence theorem as summarised in the paper: MoFO reaches a
+  critical point at rate O(log T / sqrt T) in the filtered gradient norm ||grad f||_{1,top-alpha}, the sum over
+  partitions of the l1 norm of the top-alpha entries; reconstructed: the theorem's exact assumptions (full batch,
+  eta_t = eta/sqrt t, b1 < sqrt(b2)) could not be read in full and are taken from the paper's summary and the
+  usual Adam analyses): min_{t <= T} ||grad f(theta_t)||_{1,top-alpha} against T, fitted over [T_end/100, T_end]:
+  exponent at most that of log T / sqrt T over the same window (about -0.39 for [100, 10^4], computed from the
+  config) + 0.05. Control ``summable-step``: eta_t = eta / t^2, sum_t eta_t = eta pi^2/6 < infinity: every
+  coordinate then moves at most about 1.645 eta |d| ~ 0.08 (d the Adam direction, |d| about 1 while the gradient
+  keeps its sign), below the least l-infinity distance from theta0 to the minimisers (0.57 to 0.85 on the first
+  four quick instances, linprog, derived here), so the gradient cannot vanish: exponent about 0, FAIL.
+* ``closer-l1`` (the paper's statement "MoFO converges to a minimum closer to the pretrained model than Adam",
+  the norm l1 chosen here): ||theta_T^MoFO - theta0||_1 / ||theta_T^Adam - theta0||_1 <= 0.95 (level at T_end).
+  Control ``fraction-one``: the same ratio for MoFO with alpha = 1, which is Adam bit for bit: exactly 1, FAIL.
+* ``closer-l2``: the same statement in l2, the same band and control.
+* ``fraction-one-is-adam`` (derived here): with alpha = 1 the mask is all True and the update is optax.adam's bit
+  for bit: max over steps, seeds and coordinates of |theta_t(alpha=1) - theta_t(Adam)| <= 1e-300 (i.e. 0).
+  Control ``drop-one``: alpha = (n - 1)/n (one coordinate per step left out): the iterates differ from the first
+  step on, FAIL.
+
+Also logged (no claim): each method's distance over the exact minimum's in its norm (dist / dist_min, l1 and l2)
+and the relative residual ||A theta - b|| / ||A theta0 - b||.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optim_theory.mofo import filtered_norm, mofo
+from optim_theory.mofo_ls import random_instance, references
+from ratelab.claims import Claim, Control
+from ratelab.errors import RatelabError
+from ratelab.rates import fit_power_law
+from ratelab.registry import Experiment, Panel, Paper, register
+from ratelab.runner import Trace, call, trace_from_arrays
+from ratelab.validate import check_in_range, check_positive, check_positive_int
+
+MOFO_PAPER = Paper(
+    key="chen2024mofo",
+    authors="Yupeng Chen, Senmiao Wang, Yushun Zhang, Zhihang Lin, Haozhe Zhang, Weijian Sun, Tian Ding and "
+            "Ruoyu Sun",
+    title="MoFO: Momentum-Filtered Optimizer for Mitigating Forgetting in LLM Fine-Tuning",
+    venue="TMLR 2025, arXiv:2407.20999",
+    year=2024,
+    url="https://arxiv.org/abs/2407.20999",
+)
+
+SRC_CONV = ("Chen et al. (2024), arXiv:2407.20999, convergence theorem: MoFO converges to a critical point at rate "
+            "O(log T / sqrt T) in the L_{1,top-alpha} filtered gradient norm (assumptions reconstructed)")
+SRC_CLOSE = ("Chen et al. (2024), Sec. 1-3 and the illustrative example: MoFO converges to a minimum closer to the "
+             "pretrained model than Adam (the norm is chosen here)")
+SRC_DERIVED = "derived here (module docstring; optim_theory/mofo.py)"
+
+ARMS = ("mofo", "mofo_alpha1", "mofo_drop_one", "mofo_summable")  # then Adam
+
+
+def _validate(cfg: dict[str, Any]) -> None:
+    for k in ("m", "n", "seeds", "steps", "log_every"):
+        check_positive_int(k, cfg[k])
+    if not cfg["m"] < cfg["n"]:
+        raise RatelabError(f"m must be < n (underdetermined), got m={cfg['m']}, n={cfg['n']}")
+    if cfg["steps"] % cfg["log_every"] or cfg["steps"] // cfg["log_every"] < 100:
+        raise RatelabError(f"steps must be a multiple of log_every with >= 100 logged points, got steps="
+                           f"{cfg['steps']}, log_every={cfg['log_every']}")
+    check_in_range("fraction", cfg["fraction"], 0.0, 1.0, closed="right")
+    check_positive("eta", cfg["eta"])
+    check_positive("control_power", cfg["control_power"])
+    check_in_range("b1", cfg["b1"], 0.0, 1.0, closed="left")
+    check_in_range("b2", cfg["b2"], 0.0, 1.0, closed="left")
+
+
+def _instances(cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The seeds' instances and references, in NumPy (seed s draws from default_rng([seed, s]))."""
+    out: dict[str, list] = {k: [] for k in ("A", "b", "theta0", "d1_min", "d2_min", "r0")}
+    for s in range(cfg["seeds"]):
+        inst = random_instance(np.random.default_rng([cfg["seed"], s]), cfg["m"], cfg["n"])
+        ref = references(inst)
+        for k, v in (("A", inst.A), ("b", inst.b), ("theta0", inst.theta0), ("d1_min", ref.dist_l1),
+                     ("d2_min", ref.dist_l2), ("r0", np.linalg.norm(inst.A @ inst.theta0 - inst.b))):
+            out[k].append(v)
+    return {k: np.asarray(v, float) for k, v in out.items()}
+
+
+def _schedule(eta: float, power: Any) -> Any:
+    return lambda count: eta / (count + 1.0) ** power
+
+
+def _study(A, b, theta0, fractions, powers, adam_power, eta, b1, b2, eps, alpha, steps, log_every):
+    """[blocks, ...] curves: l1 / l2 distances from theta0, residuals and running-min filtered gradient norms of
+    the MoFO arms [K, S] and Adam [S], and max_t |theta_t(arm) - theta_t(Adam)| so far [K, S]."""
+    K = fractions.shape[0]
+
+    def grad(theta, A_s, b_s):
+        return A_s.T @ (A_s @ theta - b_s)
+
+    def mofo_opt(frac, power):
+        return mofo(_schedule(eta, power), fraction=frac, b1=b1, b2=b2, eps=eps)
+
+    adam = optax.adam(_schedule(eta, adam_power), b1=b1, b2=b2, eps=eps)
+    th_m = jnp.broadcast_to(theta0, (K, *theta0.shape))
+    st_m = jax.vmap(lambda f, p: jax.vmap(mofo_opt(f, p).init)(theta0))(fractions, powers)
+    st_a = jax.vmap(adam.init)(theta0)
+
+    def mofo_step(frac, power, theta, state, A_s, b_s):
+        g = grad(theta, A_s, b_s)
+        u, state = mofo_opt(frac, power).update(g, state, theta)
+        return optax.apply_updates(theta, u), state, filtered_norm(g, alpha)
+
+    def adam_step(theta, state, A_s, b_s):
+        g = grad(theta, A_s, b_s)
+        u, state = adam.update(g, state, theta)
+        return optax.apply_updates(theta, u), state, filtered_norm(g, alpha)
+
+    per_seed = jax.vmap(mofo_step, in_axes=(None, None, 0, 0, 0, 0))
+    all_arms = jax.vmap(per_seed, in_axes=(0, 0, 0, 0, None, None))
+
+    def step(carry, _):
+        th_m, st_m, th_a, st_a, min_m, min_a, diff = carry
+        th_m, st_m, fn_m = all_arms(fractions, powers, th_m, st_m, A, b)
+        th_a, st_a, fn_a = jax.vmap(adam_step)(th_a, st_a, A, b)
+        diff = jnp.maximum(diff, jnp.max(jnp.abs(th_m - th_a[None]), axis=-1))
+        return (th_m, st_m, th_a, st_a, jnp.minimum(min_m, fn_m), jnp.minimum(min_a, fn_a), diff), None
+
+    def block(carry, _):
+        carry = jax.lax.scan(step, carry, None, length=log_every)[0]
+        th_m, _, th_a, _, min_m, min_a, diff = carry
+
+        def dists(th):
+            d = th - theta0
+            res = jnp.linalg.norm(jnp.einsum("smn,...sn->...sm", A, th) - b, axis=-1)
+            return jnp.sum(jnp.abs(d), -1), jnp.linalg.norm(d, axis=-1), res
+
+        return carry, (dists(th_m), dists(th_a), min_m, min_a, diff)
+
+    S = theta0.shape[0]
+    inf = jnp.full((K, S), jnp.inf)
+    carry = (th_m, st_m, theta0, st_a, inf, inf[0], jnp.zeros((K, S)))
+    return jax.lax.scan(block, carry, None, length=steps // log_every)[1]
+
+
+def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
+    del key  # the instances are drawn in NumPy from cfg["seed"]; the runs are deterministic
+    data = _instances(cfg)
+    n = cfg["n"]
+    fractions = np.asarray([cfg["fraction"], 1.0, (n - 1) / n, cfg["fraction"]])
+    powers = np.asarray([0.5, 0.5, 0.5, cfg["control_power"]])
+    with jax.enable_x64(True):
+        out, timings = call(_study, data["A"], data["b"], data["theta0"], fractions, powers, 0.5, cfg["eta"],
+                            cfg["b1"], cfg["b2"], cfg["eps"], cfg["fraction"], cfg["steps"], cfg["log_every"],
+                            desc="mofo-forgetting", static_argnums=(5, 6, 7, 8, 9, 10, 11, 12))
+    (d1_m, d2_m, res_m), (d1_a, d2_a, res_a), min_m, min_a, diff = out  # [blocks, K, S] / [blocks, S]
+
+    def seeds_first(v: np.ndarray) -> np.ndarray:  # [blocks, S] -> [S, blocks]
+        return np.asarray(v, float).T
+
+    x = cfg["log_every"] * np.arange(1, cfg["steps"] // cfg["log_every"] + 1, dtype=float)
+    d1min, d2min, r0 = data["d1_min"][None], data["d2_min"][None], data["r0"][None]
+    metrics = {
+        "filtered_grad_norm": min_m[:, 0], "filtered_grad_norm_summable": min_m[:, 3],
+        "filtered_grad_norm_adam": min_a,
+        "l1_ratio": d1_m[:, 0] / d1_a, "l2_ratio": d2_m[:, 0] / d2_a,
+        "l1_ratio_alpha1": d1_m[:, 1] / d1_a, "l2_ratio_alpha1": d2_m[:, 1] / d2_a,
+        "l1_to_min_mofo": d1_m[:, 0] / d1min, "l1_to_min_adam": d1_a / d1min,
+        "l2_to_min_mofo": d2_m[:, 0] / d2min, "l2_to_min_adam": d2_a / d2min,
+        "alpha1_minus_adam": diff[:, 1], "drop_one_minus_adam": diff[:, 2],
+        "residual_mofo": res_m[:, 0] / r0, "residual_adam": res_a / r0,
+    }
+    return trace_from_arrays(x, {k: seeds_first(v) for k, v in metrics.items()}, timings=timings)
+
+
+def _window(cfg: dict[str, Any]) -> tuple[float, float]:
+    return cfg["steps"] / 100, float(cfg["steps"])
+
+
+def bound_slope(cfg: dict[str, Any]) -> float:
+    """The fitted exponent of log T / sqrt T over the claim's window at the logged T (what O(log T/sqrt T) allows)."""
+    x = cfg["log_every"] * np.arange(1, cfg["steps"] // cfg["log_every"] + 1, dtype=float)
+    return fit_power_law(x, np.log(x) / np.sqrt(x), window=_window(cfg)).exponent
+
+
+def _claims(cfg: dict[str, Any]) -> list[Claim]:
+    a, T, s_b = cfg["fraction"], cfg["steps"], bound_slope(cfg)
+    last = (float(T), float(T))
+    summable = Control("summable-step", f"eta_t = eta / t^{cfg['control_power']:g} instead of eta / sqrt(t): the "
+                       "steps are summable, each coordinate moves at most about 1.645 eta |d| < the least "
+                       "l-infinity distance to the minimisers, so the filtered gradient norm cannot vanish",
+                       claim={"metric": "filtered_grad_norm_summable"})
+
+    def one(norm: str) -> Control:
+        return Control("fraction-one", "the same ratio for MoFO with alpha = 1, which is Adam bit for bit: exactly "
+                       "1", claim={"metric": f"{norm}_ratio_alpha1"})
+
+    close = ("the paper's statement (norm {norm} chosen here): MoFO (alpha = {a:g}) ends closer to theta0 than "
+             "Adam: ||theta_T^MoFO - theta0||_{k} / ||theta_T^Adam - theta0||_{k} <= 0.95 at T = {T}")
+    return [
+        Claim(id="convergence", statement=f"the paper's statement: MoFO (alpha = {a:g}, eta_t = {cfg['eta']:g}/sqrt t)"
+              f" converges at rate O(log T / sqrt T): min_(t <= T) ||grad f(theta_t)||_(1,top-alpha) has exponent "
+              f"<= {s_b:.3f} (that of log T/sqrt T over [T/100, T]) + 0.05",
+              metric="filtered_grad_norm", expected=s_b, tolerance=0.05, relation="le", window=_window(cfg),
+              source=SRC_CONV, controls=(summable,)),
+        Claim(id="closer-l1", statement=close.format(norm="l1", a=a, k=1, T=T), metric="l1_ratio", kind="value",
+              relation="le", expected=0.9, tolerance=0.05, window=last, source=SRC_CLOSE, controls=(one("l1"),)),
+        Claim(id="closer-l2", statement=close.format(norm="l2", a=a, k=2, T=T), metric="l2_ratio", kind="value",
+              relation="le", expected=0.9, tolerance=0.05, window=last, source=SRC_CLOSE, controls=(one("l2"),)),
+        Claim(id="fraction-one-is-adam", statement="derived here: with alpha = 1 MoFO is optax.adam bit for bit: "
+              "max_(t, seed, i) |theta_t(alpha = 1) - theta_t(Adam)| <= 1e-300", metric="alpha1_minus_adam",
+              kind="value", relation="le", expected=0.0, tolerance=1e-300, window=last, statistic="max",
+              source=SRC_DERIVED,
+              controls=(Control("drop-one", f"alpha = (n - 1)/n = {(cfg['n'] - 1) / cfg['n']:g}: one coordinate "
+                                "per step is left out, the iterates differ from the first step",
+                                claim={"metric": "drop_one_minus_adam"}),)),
+    ]
+
+
+def _ref_one(cfg: dict[str, Any], x: Any) -> np.ndarray:
+    return np.ones_like(np.asarray(x, float))
+
+
+_COMMON = {"seed": 0, "x64": True, "fraction": 0.15, "eta": 0.05, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
+           "control_power": 2.0}
+
+MOFO_EXP = register(Experiment(
+    id="mofo-forgetting",
+    paper=MOFO_PAPER,
+    figure="convergence theorem (filtered gradient norm, O(log T / sqrt T)); 'closer to the pretrained model'",
+    title="MoFO vs Adam fine-tuning underdetermined least squares from theta0: filtered-gradient convergence and "
+          "l1 / l2 distance from theta0 against the exact minimum-distance minimisers",
+    configs={
+        "quick": {**_COMMON, "m": 20, "n": 100, "seeds": 8, "steps": 10_000, "log_every": 10},
+        "full": {**_COMMON, "m": 40, "n": 200, "seeds": 32, "steps": 100_000, "log_every": 100},
+    },
+    execute=_execute,
+    claims=_claims,
+    panels=(Panel(metric="filtered_grad_norm", ylabel=r"$\min_{t\leq T}\|\nabla f(\theta_t)\|_{1,top-\alpha}$",
+                  xlabel="iteration T", label="MoFO"),
+            Panel(metric="l1_to_min_mofo", ylabel=r"$\|\theta_T-\theta_0\|_1$ / least $\ell_1$ distance",
+                  xlabel="iteration T", label="MoFO", reference=_ref_one, reference_label="exact minimum",
+                  yscale="linear"),
+            Panel(metric="l1_to_min_adam", ylabel=r"$\|\theta_T-\theta_0\|_1$ / least $\ell_1$ distance",
+                  xlabel="iteration T", label="Adam", reference=_ref_one, reference_label="exact minimum",
+                  yscale="linear"),
+            Panel(metric="l2_to_min_mofo", ylabel=r"$\|\theta_T-\theta_0\|_2$ / least $\ell_2$ distance",
+                  xlabel="iteration T", label="MoFO", reference=_ref_one, reference_label="exact minimum",
+                  yscale="linear"),
+            Panel(metric="l2_to_min_adam", ylabel=r"$\|\theta_T-\theta_0\|_2$ / least $\ell_2$ distance",
+                  xlabel="iteration T", label="Adam", reference=_ref_one, reference_label="exact minimum",
+                  yscale="linear"),
+            Panel(metric="l1_ratio", ylabel="MoFO / Adam distance from theta0 (l1)", xlabel="iteration T",
+                  yscale="linear"),
+            Panel(metric="l2_ratio", ylabel="MoFO / Adam distance from theta0 (l2)", xlabel="iteration T",
+                  yscale="linear"),
+            Panel(metric="residual_mofo", ylabel=r"$\|A\theta_T-b\| / \|A\theta_0-b\|$", xlabel="iteration T",
+                  label="MoFO")),
+    validate=_validate,
+    notes="fraction 0.15 (the public code's README examples), b1 = 0.9, b2 = 0.999, eps = 1e-8 (the code's "
+          "defaults), eta_t = eta/sqrt(t) (the theorem's schedule), no weight decay (the theorem's setting); the "
+          "instance and eta are chosen here (the paper's experiments fine-tune LLMs).",
+    tags=("optimization", "fine-tuning", "forgetting", "adam"),
+))
