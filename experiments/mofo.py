@@ -69,7 +69,7 @@ SRC_CLOSE = ("Chen et al. (2024), Sec. 1-3 and the illustrative example: MoFO co
              "pretrained model than Adam (the norm is chosen here)")
 SRC_DERIVED = "derived here (module docstring; optim_theory/mofo.py)"
 
-ARMS = ("mofo", "mofo_alpha1", "mofo_drop_one", "mofo_summable")  # then Adam
+ARMS = ("mofo", "mofo_summable", "mofo_alpha1", "mofo_drop_one", "adam")  # Adam last
 
 
 def _validate(cfg: dict[str, Any]) -> None:
@@ -103,56 +103,52 @@ def _schedule(eta: float, power: Any) -> Any:
     return lambda count: eta / (count + 1.0) ** power
 
 
-def _study(A, b, theta0, fractions, powers, adam_power, eta, b1, b2, eps, alpha, steps, log_every):
-    """[blocks, ...] curves: l1 / l2 distances from theta0, residuals and running-min filtered gradient norms of
-    the MoFO arms [K, S] and Adam [S], and max_t |theta_t(arm) - theta_t(Adam)| so far [K, S]."""
-    K = fractions.shape[0]
+def _study(A, b, theta0, powers, eta, b1, b2, eps, alpha, drop_one, steps, log_every):
+    """[blocks, arms, seeds] curves of the arms of :data:`ARMS`: l1 / l2 distances from theta0, residuals, the
+    filtered gradient norm at each block's last iterate (running min over blocks) and max_t |theta_t(arm) -
+    theta_t(Adam)| so far. Arms with the same fraction are one vmap (``powers`` [2]: the step powers of the first
+    two); every fraction is a Python float, so fraction 1 builds Adam's computation (see the module docstring)."""
+    S = theta0.shape[0]
 
-    def grad(theta, A_s, b_s):
-        return A_s.T @ (A_s @ theta - b_s)
+    def lane(opt, theta, state, A_s, b_s):
+        u, state = opt.update(A_s.T @ (A_s @ theta - b_s), state, theta)
+        return optax.apply_updates(theta, u), state
 
-    def mofo_opt(frac, power):
-        return mofo(_schedule(eta, power), fraction=frac, b1=b1, b2=b2, eps=eps)
+    def seeds(opt):
+        return jax.vmap(lambda th, st, A_s, b_s: lane(opt, th, st, A_s, b_s))
 
-    adam = optax.adam(_schedule(eta, adam_power), b1=b1, b2=b2, eps=eps)
-    th_m = jnp.broadcast_to(theta0, (K, *theta0.shape))
-    st_m = jax.vmap(lambda f, p: jax.vmap(mofo_opt(f, p).init)(theta0))(fractions, powers)
-    st_a = jax.vmap(adam.init)(theta0)
+    def filtered_pair(p, th, st, A_s, b_s):
+        return lane(mofo(_schedule(eta, p), fraction=alpha, b1=b1, b2=b2, eps=eps), th, st, A_s, b_s)
 
-    def mofo_step(frac, power, theta, state, A_s, b_s):
-        g = grad(theta, A_s, b_s)
-        u, state = mofo_opt(frac, power).update(g, state, theta)
-        return optax.apply_updates(theta, u), state, filtered_norm(g, alpha)
+    pair = jax.vmap(jax.vmap(filtered_pair, in_axes=(None, 0, 0, 0, 0)), in_axes=(0, 0, 0, None, None))
+    single = [seeds(mofo(_schedule(eta, 0.5), fraction=f, b1=b1, b2=b2, eps=eps)) for f in (1.0, drop_one)]
+    single.append(seeds(optax.adam(_schedule(eta, 0.5), b1=b1, b2=b2, eps=eps)))
+    init = optax.adam(_schedule(eta, 0.5)).init  # every arm's state: (ScaleByAdamState, ScaleByScheduleState)
+    groups = [(jnp.broadcast_to(theta0, (2, *theta0.shape)), jax.vmap(jax.vmap(init))(jnp.stack([theta0] * 2)))]
+    groups += [(theta0, jax.vmap(init)(theta0)) for _ in single]
 
-    def adam_step(theta, state, A_s, b_s):
-        g = grad(theta, A_s, b_s)
-        u, state = adam.update(g, state, theta)
-        return optax.apply_updates(theta, u), state, filtered_norm(g, alpha)
-
-    per_seed = jax.vmap(mofo_step, in_axes=(None, None, 0, 0, 0, 0))
-    all_arms = jax.vmap(per_seed, in_axes=(0, 0, 0, 0, None, None))
+    def stacked(groups):
+        return jnp.concatenate([groups[0][0], *[g[0][None] for g in groups[1:]]])
 
     def step(carry, _):
-        th_m, st_m, th_a, st_a, min_m, min_a, diff = carry
-        th_m, st_m, fn_m = all_arms(fractions, powers, th_m, st_m, A, b)
-        th_a, st_a, fn_a = jax.vmap(adam_step)(th_a, st_a, A, b)
-        diff = jnp.maximum(diff, jnp.max(jnp.abs(th_m - th_a[None]), axis=-1))
-        return (th_m, st_m, th_a, st_a, jnp.minimum(min_m, fn_m), jnp.minimum(min_a, fn_a), diff), None
+        groups, diff = carry
+        new = [pair(powers, *groups[0], A, b)] + [f(*g, A, b) for f, g in zip(single, groups[1:], strict=True)]
+        th = stacked(new)
+        return (new, jnp.maximum(diff, jnp.max(jnp.abs(th - th[-1:]), axis=-1))), None
 
     def block(carry, _):
-        carry = jax.lax.scan(step, carry, None, length=log_every)[0]
-        th_m, _, th_a, _, min_m, min_a, diff = carry
+        (groups, diff), fmin = carry
+        groups, diff = jax.lax.scan(step, (groups, diff), None, length=log_every)[0]
+        th = stacked(groups)
+        resid = jnp.einsum("smn,ksn->ksm", A, th) - b
+        g = jnp.einsum("smn,ksm->ksn", A, resid)
+        fmin = jnp.minimum(fmin, jax.vmap(jax.vmap(lambda v: filtered_norm(v, alpha)))(g))
+        d = th - theta0
+        out = (jnp.sum(jnp.abs(d), -1), jnp.linalg.norm(d, axis=-1), jnp.linalg.norm(resid, axis=-1), fmin, diff)
+        return ((groups, diff), fmin), out
 
-        def dists(th):
-            d = th - theta0
-            res = jnp.linalg.norm(jnp.einsum("smn,...sn->...sm", A, th) - b, axis=-1)
-            return jnp.sum(jnp.abs(d), -1), jnp.linalg.norm(d, axis=-1), res
-
-        return carry, (dists(th_m), dists(th_a), min_m, min_a, diff)
-
-    S = theta0.shape[0]
-    inf = jnp.full((K, S), jnp.inf)
-    carry = (th_m, st_m, theta0, st_a, inf, inf[0], jnp.zeros((K, S)))
+    K = len(ARMS)
+    carry = ((groups, jnp.zeros((K, S))), jnp.full((K, S), jnp.inf))
     return jax.lax.scan(block, carry, None, length=steps // log_every)[1]
 
 
@@ -160,30 +156,27 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     del key  # the instances are drawn in NumPy from cfg["seed"]; the runs are deterministic
     data = _instances(cfg)
     n = cfg["n"]
-    fractions = np.asarray([cfg["fraction"], 1.0, (n - 1) / n, cfg["fraction"]])
-    powers = np.asarray([0.5, 0.5, 0.5, cfg["control_power"]])
+    powers = np.asarray([0.5, cfg["control_power"]])
     with jax.enable_x64(True):
-        out, timings = call(_study, data["A"], data["b"], data["theta0"], fractions, powers, 0.5, cfg["eta"],
-                            cfg["b1"], cfg["b2"], cfg["eps"], cfg["fraction"], cfg["steps"], cfg["log_every"],
-                            desc="mofo-forgetting", static_argnums=(5, 6, 7, 8, 9, 10, 11, 12))
-    (d1_m, d2_m, res_m), (d1_a, d2_a, res_a), min_m, min_a, diff = out  # [blocks, K, S] / [blocks, S]
-
-    def seeds_first(v: np.ndarray) -> np.ndarray:  # [blocks, S] -> [S, blocks]
-        return np.asarray(v, float).T
-
+        out, timings = call(_study, data["A"], data["b"], data["theta0"], powers, cfg["eta"], cfg["b1"], cfg["b2"],
+                            cfg["eps"], cfg["fraction"], (n - 1) / n, cfg["steps"], cfg["log_every"],
+                            desc="mofo-forgetting", static_argnums=tuple(range(4, 12)))
+    d1, d2, res, fmin, diff = (np.asarray(v, float) for v in out)  # [blocks, arms, seeds]
     x = cfg["log_every"] * np.arange(1, cfg["steps"] // cfg["log_every"] + 1, dtype=float)
     d1min, d2min, r0 = data["d1_min"][None], data["d2_min"][None], data["r0"][None]
+    i = {name: j for j, name in enumerate(ARMS)}
+    mo, ad = i["mofo"], i["adam"]
     metrics = {
-        "filtered_grad_norm": min_m[:, 0], "filtered_grad_norm_summable": min_m[:, 3],
-        "filtered_grad_norm_adam": min_a,
-        "l1_ratio": d1_m[:, 0] / d1_a, "l2_ratio": d2_m[:, 0] / d2_a,
-        "l1_ratio_alpha1": d1_m[:, 1] / d1_a, "l2_ratio_alpha1": d2_m[:, 1] / d2_a,
-        "l1_to_min_mofo": d1_m[:, 0] / d1min, "l1_to_min_adam": d1_a / d1min,
-        "l2_to_min_mofo": d2_m[:, 0] / d2min, "l2_to_min_adam": d2_a / d2min,
-        "alpha1_minus_adam": diff[:, 1], "drop_one_minus_adam": diff[:, 2],
-        "residual_mofo": res_m[:, 0] / r0, "residual_adam": res_a / r0,
+        "filtered_grad_norm": fmin[:, mo], "filtered_grad_norm_summable": fmin[:, i["mofo_summable"]],
+        "filtered_grad_norm_adam": fmin[:, ad],
+        "l1_ratio": d1[:, mo] / d1[:, ad], "l2_ratio": d2[:, mo] / d2[:, ad],
+        "l1_ratio_alpha1": d1[:, i["mofo_alpha1"]] / d1[:, ad], "l2_ratio_alpha1": d2[:, i["mofo_alpha1"]] / d2[:, ad],
+        "l1_to_min_mofo": d1[:, mo] / d1min, "l1_to_min_adam": d1[:, ad] / d1min,
+        "l2_to_min_mofo": d2[:, mo] / d2min, "l2_to_min_adam": d2[:, ad] / d2min,
+        "alpha1_minus_adam": diff[:, i["mofo_alpha1"]], "drop_one_minus_adam": diff[:, i["mofo_drop_one"]],
+        "residual_mofo": res[:, mo] / r0, "residual_adam": res[:, ad] / r0,
     }
-    return trace_from_arrays(x, {k: seeds_first(v) for k, v in metrics.items()}, timings=timings)
+    return trace_from_arrays(x, {k: np.asarray(v, float).T for k, v in metrics.items()}, timings=timings)
 
 
 def _window(cfg: dict[str, Any]) -> tuple[float, float]:

@@ -22,11 +22,11 @@ do move, towards 0); biases and norm weights are not filtered (``filtered`` = Fa
 defaults are b1 = 0.9, b2 = 0.999, eps = 1e-8, weight decay 0.1, fraction 0.03; its README recommends 5-20 %, 15 %
 in its examples.
 
-Reconstructed / chosen here: (i) ties at the threshold: the code keeps every entry with |m| >= threshold (more than
-k on ties); here exactly k entries are kept, ties going to the lower index (identical whenever the k-th and
-(k+1)-th |m| differ); (ii) k = floor(alpha n + 1e-9) (so that alpha = 0.29, n = 100 gives 29, not the 28 of
-int(0.29 * 100)), at least 1 (the code fails for k = 0); (iii) Adam's arithmetic is optax.scale_by_adam's
-(sqrt(v / (1 - b2^t)) + eps), which the code writes as sqrt(v) / sqrt(1 - b2^t) + eps: equal up to rounding.
+Reconstructed / chosen here: (i) ties at the threshold: as in the code, every entry with |m| >= the k-th largest
+is kept (exactly k whenever the k-th and (k+1)-th |m| differ, more on ties); (ii) k = floor(alpha n + 1e-9), so
+that alpha = 0.29, n = 100 gives 29, not the 28 of int(0.29 * 100), and at least 1 (the code fails for k = 0);
+(iii) Adam's arithmetic is optax.scale_by_adam's (sqrt(v / (1 - b2^t)) + eps), which the code writes as
+sqrt(v) / sqrt(1 - b2^t) + eps: equal up to rounding.
 Consequences used by the tests: with fraction = 1 (and no weight decay) the update is optax.adam's bit for bit
 (the mask is all True); a coordinate never selected keeps its initial value exactly when weight_decay = 0.
 
@@ -64,16 +64,21 @@ def top_count(n: int, fraction: Any) -> Any:
 
 
 def top_mask(x: jax.Array, fraction: Any) -> jax.Array:
-    """Boolean mask of ``x``'s shape, True on the k = :func:`top_count` entries of largest |x| (ties: lower flat
-    index first)."""
-    flat = jnp.ravel(x)
-    n = flat.shape[0]
+    """Boolean mask of ``x``'s shape, True where |x| >= the k-th largest |x| (k = :func:`top_count`): the k entries
+    of largest |x| when the k-th and (k+1)-th differ, and every tie at the threshold otherwise (the public code's
+    rule). A concrete ``fraction`` finds the threshold with ``lax.top_k`` (a traced one sorts)."""
+    a = jnp.abs(jnp.ravel(x))
+    n = a.shape[0]
     k = top_count(n, fraction)
-    if not is_traced(k) and k == n:
+    if is_traced(k):
+        threshold = jnp.sort(a)[n - k]
+    elif k == n:
         return jnp.ones(jnp.shape(x), bool)
-    order = jnp.argsort(-jnp.abs(flat), stable=True)
-    rank = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
-    return jnp.reshape(rank < k, jnp.shape(x))
+    elif 2 * k <= n:
+        threshold = jax.lax.top_k(a, k)[0][k - 1]
+    else:  # the k-th largest is the (n - k + 1)-th smallest
+        threshold = -jax.lax.top_k(-a, n - k + 1)[0][n - k]
+    return jnp.reshape(a >= threshold, jnp.shape(x))
 
 
 def filtered_norm(tree: Any, fraction: Any) -> jax.Array:
