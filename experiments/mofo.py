@@ -17,8 +17,9 @@ Pre-registered (claims and bands written before any run):
   partitions of the l1 norm of the top-alpha entries; reconstructed: the theorem's exact assumptions (full batch,
   eta_t = eta/sqrt t, b1 < sqrt(b2)) could not be read in full and are taken from the paper's summary and the
   usual Adam analyses): min_{t <= T} ||grad f(theta_t)||_{1,top-alpha} against T, fitted over [T_end/100, T_end]:
-  exponent at most that of log T / sqrt T over the same window (about -0.39 for [100, 10^4], computed from the
-  config) + 0.05. Control ``summable-step``: eta_t = eta / t^2, sum_t eta_t = eta pi^2/6 < infinity: every
+  exponent at most that of log T / sqrt T over the same window (-0.352 for [100, 10^4], computed from the
+  config) + 0.05. The min runs over the logged iterates (every log_every-th), an upper bound of the min over all t,
+  so a PASS holds a fortiori. Control ``summable-step``: eta_t = eta / t^2, sum_t eta_t = eta pi^2/6 < infinity: every
   coordinate then moves at most about 1.645 eta |d| ~ 0.08 (d the Adam direction, |d| about 1 while the gradient
   keeps its sign), below the least l-infinity distance from theta0 to the minimisers (0.57 to 0.85 on the first
   four quick instances, linprog, derived here), so the gradient cannot vanish: exponent about 0, FAIL.
@@ -33,6 +34,22 @@ Pre-registered (claims and bands written before any run):
 
 Also logged (no claim): each method's distance over the exact minimum's in its norm (dist / dist_min, l1 and l2)
 and the relative residual ||A theta - b|| / ||A theta0 - b||.
+
+Measured (quick: m = 20, n = 100, 8 seeds, T = 10^4): convergence -7.42 [-7.58, -7.32] PASS (the filtered norm
+falls from 10 to 8e-16: linear convergence once the iterate reaches the affine space; summable-step control:
+plateau at 11.5, FAIL); closer-l1 0.566 [0.545, 0.586] PASS (fraction-one 1.0, FAIL); closer-l2 1.066 [1.032,
+1.097] FAIL, a known failure (fraction-one 1.0 FAILs too); fraction-one-is-adam 0 PASS (drop-one 0.093, FAIL).
+Distances over the exact minima at T: l1 MoFO 1.10, Adam 1.94; l2 MoFO 1.23, Adam 1.15; residuals 2e-16 and
+1e-14. So "closer to the pretrained model" holds in l1 and fails in l2 here.
+
+History of the measurement of ``fraction-one-is-adam`` (claim and band unchanged throughout): the first run
+vmapped Adam over seeds apart from the MoFO arms (arms x seeds), and measured 2.25e-4 (differences of 1e-15 from
+the first logged block: the two batched programs round differently, and the trajectories amplify it); the second
+run put every arm in one vmapped lane with a traced fraction and still measured 6e-15 after 2000 steps (the
+runtime filter select stops XLA from rewriting the graph as it rewrites Adam's: 1-ulp differences per step).
+Since then every fraction is a Python float and each fraction is its own vmap: fraction 1 then builds Adam's
+computation, which is the identity the claim (and tests/test_mofo.py) states. Quick cost: T went from 10^4 to
+5000 after the first runs for time only (every run had converged by T = 5000: relative residual 1.5e-11).
 """
 
 from __future__ import annotations
@@ -68,6 +85,13 @@ SRC_CONV = ("Chen et al. (2024), arXiv:2407.20999, convergence theorem: MoFO con
 SRC_CLOSE = ("Chen et al. (2024), Sec. 1-3 and the illustrative example: MoFO converges to a minimum closer to the "
              "pretrained model than Adam (the norm is chosen here)")
 SRC_DERIVED = "derived here (module docstring; optim_theory/mofo.py)"
+
+CLOSER_L2_FAILS = (
+    "MoFO ends farther from theta0 than Adam in l2: ratio 1.066 [1.032, 1.097] (quick, 8 seeds, the same at T = "
+    "10^4 and 5000). Over the exact minima MoFO is at 1.23 x the least l2 distance and Adam at 1.15 x, "
+    "while in l1 MoFO is at 1.10 x the least l1 distance and Adam at 1.94 x: the filter moves few coordinates at a "
+    "time (like forward-stagewise regression), which approximates the least-l1 minimiser, a sparse displacement "
+    "whose l2 norm exceeds that of Adam's spread one. 'Closer to the pretrained model' holds in l1, not in l2, here")
 
 ARMS = ("mofo", "mofo_summable", "mofo_alpha1", "mofo_drop_one", "adam")  # Adam last
 
@@ -212,7 +236,8 @@ def _claims(cfg: dict[str, Any]) -> list[Claim]:
         Claim(id="closer-l1", statement=close.format(norm="l1", a=a, k=1, T=T), metric="l1_ratio", kind="value",
               relation="le", expected=0.9, tolerance=0.05, window=last, source=SRC_CLOSE, controls=(one("l1"),)),
         Claim(id="closer-l2", statement=close.format(norm="l2", a=a, k=2, T=T), metric="l2_ratio", kind="value",
-              relation="le", expected=0.9, tolerance=0.05, window=last, source=SRC_CLOSE, controls=(one("l2"),)),
+              relation="le", expected=0.9, tolerance=0.05, window=last, source=SRC_CLOSE, controls=(one("l2"),),
+              known_failure=CLOSER_L2_FAILS),
         Claim(id="fraction-one-is-adam", statement="derived here: with alpha = 1 MoFO is optax.adam bit for bit: "
               "max_(t, seed, i) |theta_t(alpha = 1) - theta_t(Adam)| <= 1e-300", metric="alpha1_minus_adam",
               kind="value", relation="le", expected=0.0, tolerance=1e-300, window=last, statistic="max",
@@ -237,8 +262,8 @@ MOFO_EXP = register(Experiment(
     title="MoFO vs Adam fine-tuning underdetermined least squares from theta0: filtered-gradient convergence and "
           "l1 / l2 distance from theta0 against the exact minimum-distance minimisers",
     configs={
-        "quick": {**_COMMON, "m": 20, "n": 100, "seeds": 8, "steps": 10_000, "log_every": 10},
-        "full": {**_COMMON, "m": 40, "n": 200, "seeds": 32, "steps": 100_000, "log_every": 100},
+        "quick": {**_COMMON, "m": 20, "n": 100, "seeds": 8, "steps": 5000, "log_every": 10},
+        "full": {**_COMMON, "m": 40, "n": 200, "seeds": 32, "steps": 40_000, "log_every": 40},
     },
     execute=_execute,
     claims=_claims,
