@@ -27,8 +27,10 @@ is kept (exactly k whenever the k-th and (k+1)-th |m| differ, more on ties); (ii
 that alpha = 0.29, n = 100 gives 29, not the 28 of int(0.29 * 100), and at least 1 (the code fails for k = 0);
 (iii) Adam's arithmetic is optax.scale_by_adam's (sqrt(v / (1 - b2^t)) + eps), which the code writes as
 sqrt(v) / sqrt(1 - b2^t) + eps: equal up to rounding.
-Consequences used by the tests: with fraction = 1 (and no weight decay) the update is optax.adam's bit for bit
-(the mask is all True); a coordinate never selected keeps its initial value exactly when weight_decay = 0.
+Consequences used by the tests: with fraction = 1 (a Python float, no weight decay) the filter is not built and
+the update is optax.adam's bit for bit (a *traced* fraction of 1 is a runtime select that is all True: the same
+values, but XLA may then round Adam's part differently, by 1 ulp per step in experiments/mofo.py's second run); a
+coordinate never selected keeps its initial value exactly when weight_decay = 0.
 
 The convergence measure of the paper's theorem is the filtered gradient norm ||g||_{1,top-alpha}: the sum over
 partitions of the l1 norm of the top-alpha fraction (by magnitude) of that partition's entries
