@@ -42,6 +42,10 @@ FAIL); closer-l2 1.066 [1.032, 1.097] FAIL, a known failure (fraction-one: 1, FA
 (drop-one: 0.093, FAIL). Distances over the exact minima at T: l1 MoFO 1.10, Adam 1.94; l2 MoFO 1.23, Adam 1.15;
 relative residuals 1.5e-11 and 5e-16. So "closer to the pretrained model" holds in l1 and fails in l2 here. With
 T = 10^4 (the first runs): -7.42 [-7.58, -7.32] against <= -0.302, the other numbers the same.
+Full (m = 40, n = 200, 32 seeds, T = 40000, 207 s on a loaded 2-core machine): convergence -10.48 [-10.56, -10.44]
+against <= -0.328 PASS (summable: plateau at 24, FAIL); closer-l1 0.560 [0.553, 0.567] PASS; closer-l2 1.038
+[1.027, 1.049] FAIL (known); fraction-one-is-adam 0 PASS (drop-one 0.054, FAIL); over the exact minima l1 MoFO
+1.12, Adam 2.00; l2 MoFO 1.21, Adam 1.16; relative residuals 1.9e-5 and 1.4e-5.
 
 History of the measurement of ``fraction-one-is-adam`` (claim and band unchanged throughout): the first run
 vmapped Adam over seeds apart from the MoFO arms (arms x seeds), and measured 2.25e-4 (differences of 1e-15 from
