@@ -31,6 +31,10 @@ from pathlib import Path
 
 T_START = time.perf_counter()
 
+from ratelab import xla_flags  # noqa: E402
+
+xla_flags.apply()  # the compiler flags the CLI runs with (RATELAB_XLA_DEFAULTS=0 profiles XLA's defaults)
+
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
