@@ -28,6 +28,17 @@ Pre-registered (written with their bands before any run):
   anchor r: the stationary vector of the 62 x 62 kernel (``scipy.linalg.lstsq`` on [P^T - I; 1^T] pi = [0; 1], float64)
   against the softmax: max |pi_P - pi_r| <= 1e-12 (worst seed and anchor). Control: the always-accept kernel
   (stationary vector uniform), which must FAIL.
+
+Measured (quick, 8 seeds, horizons 1024..8192): stationarity-rate -0.342 [-0.389, -0.298] INCONCLUSIVE (controls:
+in-batch -0.319 [-0.384, -0.230] INCONCLUSIVE, always-accept -0.230 [-0.302, -0.152] FAIL); mh-stationary 3.8e-15
+PASS (always-accept kernel 0.346 FAIL). Full (32 seeds, horizons 1024..32768, 167 s on a loaded 2-core machine):
+stationarity-rate -0.291 [-0.312, -0.272] FAIL (in-batch -0.206 [-0.237, -0.172] FAIL, always-accept -0.176
+[-0.219, -0.136] FAIL); mh-stationary 4.6e-15 PASS (always-accept kernel 0.328 FAIL). The rate claim is a known
+failure on this instance (analysis in its ``known_failure``). Mean over seeds of the metric (full): EMC^2 0.260,
+0.205, 0.165, 0.134, 0.112, 0.095; in-batch 0.167, 0.121, 0.100, 0.086, 0.081, 0.081 (its last iterate's
+||grad L||^2 flat at 0.050-0.058 for every T: the bias floor); always-accept 0.348, 0.299, 0.262, 0.254, 0.223, 0.178.
+Cost: the quick run is far above the 6 s budget (see the report of the branch: compile of the vmapped step and
+about 10 microseconds per lane-step on the shared machine).
 """
 
 from __future__ import annotations
@@ -58,6 +69,18 @@ SRC_RATE = ("EMC^2 Sec. 4, main theorem (O(1/sqrt(T)) stationarity of the global
             "size; reconstructed form with the constant step c/sqrt(T) of Karimi et al. 2019's template)")
 SRC_DERIVED = "derived here (module docstring)"
 ARMS = ("mh", "uniform", "in_batch")
+RATE_FAILURE = (
+    "Measured, not the pre-registered -0.5: full (32 seeds, T = 1024..32768) -0.291 [-0.312, -0.272] FAIL, quick "
+    "(8 seeds, T = 1024..8192) -0.342 [-0.389, -0.298] INCONCLUSIVE. The local slope between consecutive horizons "
+    "flattens with T (-0.34, -0.32, -0.30, -0.27, -0.24 on the full means 0.260 ... 0.095), so it is not a log T "
+    "factor on top of T^-1/2 (that would steepen towards -0.5). sqrt(T) x metric grows from 8.3 to 17.1: at these "
+    "horizons the mean is the optimisation transient of a slow non-convex descent, about (L(theta_0) - "
+    "L(theta_T)) / (c sqrt(T)) with L still decreasing over the flow times c sqrt(T) = 32..181, which the "
+    "theorem's O(1/sqrt(T)) bounds from above (its constant is not pinned down) but which a slope fit at finite "
+    "T reads as a shallower exponent. EMC^2 still separates from the baselines: its last-iterate ||grad L||^2 "
+    "keeps falling (0.094 -> 0.039) while in-batch's stays at its bias floor 0.05-0.058; the controls FAIL "
+    "(in-batch -0.206, always-accept -0.176 on full). Not tried after seeing the data: a larger c, longer "
+    "horizons, another instance.")
 
 
 def _horizons(cfg: dict[str, Any]) -> list[int]:
@@ -162,7 +185,7 @@ def _claims(cfg: dict[str, Any]) -> list[Claim]:
               f"{cfg['batch_size']} with step {cfg['lr_scale']:g}/sqrt(T): the mean over t < T of "
               "||grad L_global(theta_t)||^2 decays like O(T^-1/2) (exponent <= -0.5 + 0.15, the 0.15 allowing a "
               "log T factor)", metric="gn2_mh", expected=-0.5, tolerance=0.15, relation="le", window=full,
-              source=SRC_RATE, controls=(in_batch, accept_all)),
+              source=SRC_RATE, controls=(in_batch, accept_all), known_failure=RATE_FAILURE),
         Claim(id="mh-stationary", statement="derived here: the EMC^2 MH kernel (uniform proposal, acceptance "
               "min{1, exp(beta (phi' - phi))}) at fixed theta has the softmax over the negatives as its stationary "
               "vector: max over seeds and anchors of |pi_P - softmax| <= 1e-12 (float64, at the final iterate)",
