@@ -48,7 +48,6 @@ about 10 microseconds per lane-step on the shared machine).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import jax
@@ -57,11 +56,10 @@ import numpy as np
 import scipy.linalg
 
 from optim_theory import contrastive as ct
-from ratelab import progress as _progress
 from ratelab.claims import Claim, Control
 from ratelab.errors import RatelabError
 from ratelab.registry import Experiment, Panel, Paper, register
-from ratelab.runner import Trace, trace_from_arrays
+from ratelab.runner import Trace, call, trace_from_arrays
 
 EMC2_PAPER = Paper(
     key="yau2024emc2",
@@ -139,27 +137,6 @@ def _study(key, views, beta, lrs, arms, seeds, p, k, steps, eval_every, batch_si
     return jax.vmap(over_arm, in_axes=(0, 0, None, None))(run_keys, w0, arms, lrs)
 
 
-_PROGRAMS: dict[tuple, Any] = {}
-
-
-def _run_study(key, views, beta, lrs, arms, *static: int) -> tuple[Any, dict[str, float]]:
-    """``_study`` compiled once per static settings and shapes, with XLA's CPU fusion emitters off
-    (:data:`COMPILE_OPTIONS`), then run: ``(outputs as NumPy, {"compile_s", "run_s"})`` like ``ratelab.call``."""
-    dyn = (key, views, beta, lrs, arms)
-    sig = (static, bool(jax.config.jax_enable_x64),
-           tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in dyn[1:]))
-    t0 = time.perf_counter()
-    with _progress.stage("emc2: compiling"):
-        if sig not in _PROGRAMS:
-            fn = jax.jit(lambda *d: _study(*d, *static))
-            _PROGRAMS[sig] = fn.lower(*dyn).compile(COMPILE_OPTIONS)
-    t1 = time.perf_counter()
-    with _progress.stage("emc2: running"):
-        out = jax.block_until_ready(_PROGRAMS[sig](*dyn))
-    t2 = time.perf_counter()
-    return jax.tree_util.tree_map(np.asarray, out), {"compile_s": t1 - t0, "run_s": t2 - t1}
-
-
 def _kernel_errors(w: np.ndarray, views: np.ndarray, beta: float) -> np.ndarray:
     """[2]: max over anchors of |stationary vector - softmax| for the MH kernel and the always-accept kernel."""
     pi = ct.softmax_targets(w, views, beta)
@@ -189,9 +166,10 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     lrs = np.asarray([cfg["lr_scale"] / np.sqrt(h) for h in hs], views.dtype)
     arms = np.arange(len(ARMS), dtype=np.int32)
     with jax.enable_x64(bool(cfg["x64"])):
-        (gn2, w), timings = _run_study(key, views, views.dtype.type(cfg["beta"]), lrs, arms, int(cfg["seeds"]),
-                                       int(cfg["p"]), int(cfg["k"]), max(hs), int(cfg["eval_every"]),
-                                       int(cfg["batch_size"]), int(cfg["in_batch_size"]))
+        (gn2, w), timings = call(_study, key, views, views.dtype.type(cfg["beta"]), lrs, arms, int(cfg["seeds"]),
+                                 int(cfg["p"]), int(cfg["k"]), max(hs), int(cfg["eval_every"]),
+                                 int(cfg["batch_size"]), int(cfg["in_batch_size"]), static_argnums=tuple(range(5, 12)),
+                                 desc="emc2", compiler_options=COMPILE_OPTIONS)
     m = int(cfg["eval_every"])
     gn2 = np.asarray(gn2, float)
     # mean over t < T of ||grad L(W_t)||^2 for lane T: its first T / m grid points

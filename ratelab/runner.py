@@ -130,13 +130,15 @@ def trace_from_arrays(x: Any, metrics: dict[str, Any], *, final_state: Any = Non
 
 
 def call(f: Callable[..., Any], *args: Any, desc: str = "run", progress: bool | None = None,
-         static_argnums: tuple[int, ...] = ()) -> tuple[Any, dict[str, float]]:
+         static_argnums: tuple[int, ...] = (), compiler_options: dict[str, Any] | None = None
+         ) -> tuple[Any, dict[str, float]]:
     """Compile ``jax.jit(f)`` for ``args``, run it once and wait for it: ``(output as NumPy, timings)``.
 
     For experiments that call their own jitted study function instead of :func:`run`: the compile and the run are
     timed apart (``compile_s``, ``run_s``, as in a Trace) and shown as progress stages. The executable is kept per
     (``f``, static arguments, shapes and dtypes of the others), as :func:`run` keeps its own: a control that changes
     only traced values reuses the main run's program (``compile_s`` is 0 then). Static arguments must be hashable.
+    ``compiler_options`` are XLA options for this program (``Lowered.compile``'s), part of the executable's key.
     """
     static = {i: args[i] for i in static_argnums}
     dynamic = tuple(a for i, a in enumerate(args) if i not in static)
@@ -150,7 +152,8 @@ def call(f: Callable[..., Any], *args: Any, desc: str = "run", progress: bool | 
 
     t0 = time.perf_counter()
     with _progress.stage(f"{desc}: compiling", progress):
-        exe, _ = _compiled(("call", f, tuple(sorted(static.items()))), build, dynamic)
+        opts = tuple(sorted((compiler_options or {}).items()))
+        exe, _ = _compiled(("call", f, tuple(sorted(static.items())), opts), build, dynamic, dict(opts) or None)
     t1 = time.perf_counter()
     with _progress.stage(f"{desc}: running", progress):
         out = jax.block_until_ready(exe(*dynamic))
@@ -404,7 +407,8 @@ def _signature(args: Any) -> tuple:
                           for x in leaves)
 
 
-def _compiled(identity: tuple, build: Callable[[], Callable], args: tuple) -> tuple[Any, float]:
+def _compiled(identity: tuple, build: Callable[[], Callable], args: tuple,
+              compiler_options: dict[str, Any] | None = None) -> tuple[Any, float]:
     """AOT-compile ``build()`` for ``args`` or reuse the executable of an earlier call (seconds spent compiling).
 
     ``identity`` holds the solver (or sweep ``make``) itself and every static setting: hyperparameters closed over
@@ -420,7 +424,7 @@ def _compiled(identity: tuple, build: Callable[[], Callable], args: tuple) -> tu
         _CACHE.move_to_end(key)
         return _CACHE[key], 0.0
     t0 = time.perf_counter()
-    exe = jax.jit(build()).lower(*args).compile()
+    exe = jax.jit(build()).lower(*args).compile(compiler_options)
     spent = time.perf_counter() - t0
     if key is not None:
         _CACHE[key] = exe

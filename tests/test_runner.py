@@ -202,3 +202,28 @@ def test_compiled_code_is_reused_only_for_the_same_solver(scalar_problem, rm_sol
     other = run(robbins_monro(harmonic(2.0, 10.0)), scalar_problem, 4, steps=500, seeds=8, log_every=50)
     assert other.timings["compile_s"] > 0.0
     assert not np.array_equal(first.metrics["sq_dist_to_opt"], other.metrics["sq_dist_to_opt"])
+
+
+def test_call_compiler_options_are_part_of_the_program_key(monkeypatch):
+    """``call`` with XLA options compiles a program of its own (not the default one's) with the same result."""
+    import collections
+
+    import jax.numpy as jnp
+
+    from ratelab.runner import call
+
+    def f(x):
+        return jnp.sum(jnp.sin(x) ** 2)
+
+    from ratelab import runner
+
+    monkeypatch.setattr(runner, "_CACHE", collections.OrderedDict())
+    x = jnp.linspace(0.0, 1.0, 64)
+    opts = {"xla_cpu_use_fusion_emitters": False}
+    a, _ = call(f, x, progress=False)
+    n = len(runner._CACHE)
+    b, _ = call(f, x, progress=False, compiler_options=opts)
+    assert len(runner._CACHE) == n + 1  # its own executable
+    c, _ = call(f, x, progress=False, compiler_options=dict(opts))
+    assert len(runner._CACHE) == n + 1 and b == c  # reused
+    np.testing.assert_allclose(a, b, rtol=1e-6)
