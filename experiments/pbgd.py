@@ -568,7 +568,7 @@ def _over_label_sets(make: Any, n_sets: int):
 
     def pick(P: Any, c: Any):
         p, B, M = P
-        return dataclasses.replace(p, b_tr=B[c], corrupted=M[c])
+        return dataclasses.replace(p, b_tr=jnp.asarray(B)[c], corrupted=jnp.asarray(M)[c])
 
     def wrapped(v: Any) -> Solver:
         if is_traced(v):
