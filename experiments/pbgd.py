@@ -554,29 +554,33 @@ def _digits(cfg: dict[str, Any]) -> dict[str, np.ndarray]:
     return _DIGITS[ident]
 
 
-def _clean_data(cfg: dict[str, Any], hidden: int) -> tuple[Any, np.ndarray, np.ndarray]:
-    """(problem, label sets [sets, n_train], corrupted masks [sets, n_train]): the synthetic mixture has one label
-    set (its own); the digits get ``sets`` corruptions of the same split (seeds corruption_seed + c) and the
-    problem is built from the arrays by :func:`bilevel.hypercleaning.hypercleaning`."""
+def _clean_data(cfg: dict[str, Any], hidden: int) -> tuple[Any, ...]:
+    """(problem, training label sets [sets, n_train], corrupted masks [sets, n_train], validation label sets
+    [sets, n_val]): the synthetic mixture has one label set (its own); the digits get ``sets`` corruptions of the
+    same split (seeds corruption_seed + c), and with ``corrupt_val`` (a control) the validation labels are corrupted
+    by the same rule (seeds corruption_seed + 1000 + c). The problem is built from the arrays by
+    :func:`bilevel.hypercleaning.hypercleaning`."""
     if cfg["data"] == "gaussian":
         p = _clean_problem(cfg, hidden)
-        return p, np.asarray(p.b_tr)[None], np.asarray(p.corrupted)[None]
+        return p, np.asarray(p.b_tr)[None], np.asarray(p.corrupted)[None], np.asarray(p.b_val)[None]
     d = _digits(cfg)
     sets = [corrupt_labels(d["b_tr"], cfg["corruption"], classes=10, seed=cfg["corruption_seed"] + c)
             for c in range(cfg["sets"])]
     p = hypercleaning(d["X_tr"], sets[0][0], d["X_val"], d["b_val"], d["X_test"], d["b_test"], corrupted=sets[0][1],
                       classes=10, hidden=hidden, batch_size=cfg["batch_size"])
-    return p, np.stack([b for b, _ in sets]), np.stack([m for _, m in sets])
+    val = [corrupt_labels(d["b_val"], cfg["corruption"], classes=10, seed=cfg["corruption_seed"] + 1000 + c)[0]
+           if cfg["corrupt_val"] else d["b_val"] for c in range(cfg["sets"])]
+    return p, np.stack([b for b, _ in sets]), np.stack([m for _, m in sets]), np.stack(val)
 
 
 def _over_label_sets(make: Any, n_sets: int):
     """``make(row)`` over the values v = row * n_sets + c: the solver ``make(row)`` on the problem with label set c.
-    The runner's problem is then ``(problem, label sets, masks)``: one compiled program serves every label set
-    (vmapped with the rows)."""
+    The runner's problem is then ``(problem, training label sets, masks, validation label sets)``: one compiled
+    program serves every label set (vmapped with the rows)."""
 
     def pick(P: Any, c: Any):
-        p, B, M = P
-        return dataclasses.replace(p, b_tr=jnp.asarray(B)[c], corrupted=jnp.asarray(M)[c])
+        p, B, M, V = P
+        return dataclasses.replace(p, b_tr=jnp.asarray(B)[c], corrupted=jnp.asarray(M)[c], b_val=jnp.asarray(V)[c])
 
     def wrapped(v: Any) -> Solver:
         if is_traced(v):
@@ -681,6 +685,8 @@ def _validate_clean(cfg: dict[str, Any]) -> None:
         raise RatelabError(f"steps must be a multiple of log_every ({cfg['log_every']}), got {cfg['steps']}")
     if not 0 < cfg["itd_frac"] <= 1:
         raise RatelabError(f"itd_frac must lie in (0, 1], got {cfg['itd_frac']}")
+    if cfg["corrupt_val"]:
+        raise RatelabError("corrupt_val must be False (a corrupted validation set is a negative control)")
     for name in ("step_scale", "penalty_scale"):
         if cfg[name] != 1.0:
             raise RatelabError(f"{name} must be 1 (the paper's settings; other values are negative controls), got "
@@ -710,12 +716,13 @@ def _execute_clean(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     rows = [_clean_row(cfg)] + ([_clean_row(cfg, 0.0)] if base else [])  # + gamma = 0: y fits f alone
     memo_cfg = tuple(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PBGD_ONLY))
     for model, hidden in _models(cfg).items():
-        problem, labels, masks = _clean_data(cfg, hidden)
-        P = (problem, jnp.asarray(labels, jnp.int32), jnp.asarray(masks))
+        problem, labels, masks, val = _clean_data(cfg, hidden)
+        P = (problem, jnp.asarray(labels, jnp.int32), jnp.asarray(masks), jnp.asarray(val, jnp.int32))
         values = [r * n_sets + c for r in rows for c in range(n_sets)]
         pb = sweep(_clean_pbgd(cfg, model), values, P, key, steps=cfg["steps"], log_every=cfg["log_every"], **kw)
         runs = {"pbgd": (pb, cfg["steps"], len(rows))}
-        others = {"itd": (_clean_itd(cfg), itd_steps, itd_log)}
+        # (the corrupted-validation control judges V-PBGD against ERM only: no ITD run, no ITD metrics)
+        others = {} if cfg["corrupt_val"] else {"itd": (_clean_itd(cfg), itd_steps, itd_log)}
         if base:
             others["erm"] = (erm(cfg["lr_y" if model == "linear" else "lr_y_mlp"]), cfg["steps"], cfg["log_every"])
         for method, (solver, n, log) in others.items():
@@ -733,7 +740,7 @@ def _execute_clean(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
                                                             .shape).copy()
             for k in timings:
                 timings[k] += tr.timings[k]
-        for name in ("test_acc", "f1_corrupted"):
+        for name in ("test_acc", "f1_corrupted") if "itd" in runs else ():
             out[f"{name}_gap_{model}"] = out[f"{name}_pbgd_{model}"] - out[f"{name}_itd_{model}"]
         if base:
             out[f"test_acc_valonly_{model}"] = _flat(pb, "test_acc", len(rows))[1]
@@ -743,6 +750,18 @@ def _execute_clean(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     return trace_from_arrays(steps, out, timings=timings)
 
 
+_VAL_ONLY_FAILS = (
+    "measured on the digits, linear model: quick (4 corruptions, K = 1000) gain -0.0011 [-0.0022, 0.0003] (V-PBGD "
+    "0.951-0.954 against 0.953 for its gamma = 0 run), full (5 corruptions x 2 inits, the authors' K = 40000) "
+    "-0.0040 [-0.0060, -0.0020] (0.939-0.949 against 0.948-0.949), although the detection is nearly perfect (F1 "
+    "0.95 quick, 0.965-0.985 full). With the authors' settings the y step is lr_y (grad f + gamma grad_y g) "
+    "(min(1, 1/gamma) = 1 for gamma <= 0.2), so the weighted training loss enters the model's update with weight "
+    "at most 0.2 against the validation loss's 1: the final model is essentially the one fitted to the 450 clean "
+    "validation samples, which alone already reach 0.949 on the test set, and the few corrupted samples still "
+    "kept cost about as much as the 225 clean ones add. The prediction (made here; the paper compares with RHG "
+    "only) is refuted at this size and penalty.")
+
+
 def _claims_clean(cfg: dict[str, Any]) -> list[Claim]:
     slow = Control("tiny-steps", "V-PBGD's steps 1000x smaller (alpha/1000): its finite-time bound "
                    "(1/K) sum ||G_gamma||^2 <= 2 (F_0 - inf F) / (alpha K) no longer forces progress in K steps, "
@@ -750,6 +769,10 @@ def _claims_clean(cfg: dict[str, Any]) -> list[Claim]:
     off = Control("no-penalty", "gamma = 0 (no penalty): F_gamma = f no longer depends on the sample weights x, "
                   "whose gradient is then 0: x stays at 0 and no sample is flagged corrupted (F1 = 0)",
                   overrides={"penalty_scale": 0.0})
+    dirty_val = Control("corrupt-validation", "the validation labels corrupted by the same rule (control added "
+                        "after the full run showed tiny-steps WEAK, before running it): f then rewards fitting "
+                        "corrupted labels as g does, no clean information tells the weights which samples to keep, "
+                        "and V-PBGD is training on corrupted labels like the baseline", overrides={"corrupt_val": True})
     claims = []
     r = cfg["corruption"]
     for model in _models(cfg):
@@ -767,12 +790,12 @@ def _claims_clean(cfg: dict[str, Any]) -> list[Claim]:
                       "that of the same model trained by gradient descent on the corrupted training labels "
                       "unweighted (same initialisation, step lr_y and K; derived here: the point of cleaning)",
                       metric=f"test_acc_gain_{model}", kind="value", relation="ge", expected=0.02, tolerance=0.01,
-                      source=SRC_CLEAN_BASE, controls=(slow,)),
+                      source=SRC_CLEAN_BASE, controls=(slow, dirty_val)),
                 Claim(id=f"beats-val-only-{model}", statement=f"{model}: V-PBGD's final test accuracy exceeds by "
                       ">= 0.01 that of the same run with gamma = 0, whose model is trained on the clean validation "
                       "set alone (derived here: the cleaned training set adds information beyond f)",
                       metric=f"test_acc_gain_val_{model}", kind="value", relation="ge", expected=0.02,
-                      tolerance=0.01, source=SRC_CLEAN_BASE,
+                      tolerance=0.01, source=SRC_CLEAN_BASE, known_failure=_VAL_ONLY_FAILS,
                       controls=(Control("no-penalty", "gamma = 0 in the V-PBGD run itself: it is then the gamma = 0 "
                                         "reference, step for step, and the gain is exactly 0 < 0.01",
                                         overrides={"penalty_scale": 0.0}),)),
@@ -819,7 +842,7 @@ _C = {"seed": 0, "x64": False, "data": "gaussian", "sets": 1, "baselines": False
       "inner_lr": 0.01, "inner_steps": 1,
       "gamma_max": 0.2, "ramp_frac": 0.75, "lr_y_mlp": 0.01, "gamma_max_mlp": 0.1, "ramp_frac_mlp": 0.125,
       "lr_x_itd": 0.001, "itd_inner": 500, "itd_inner_lr": 0.1, "itd_warm_start": False, "step_scale": 1.0,
-      "penalty_scale": 1.0}
+      "penalty_scale": 1.0, "corrupt_val": False}
 
 # what pbgd-hyperclean and pbgd-digits share: one execute, one claims function, the panels, one figure
 _CLEAN_PARTS: dict[str, Any] = dict(

@@ -154,7 +154,8 @@ def test_label_set_selection_equals_the_problem_built_with_that_set():
     a = _arrays(n_tr=16, n_val=8, n_te=8)
     sets = [corrupt_labels(a[1], 0.5, classes=4, seed=s) for s in (0, 1)]
     problems = [hypercleaning(a[0], b, *a[2:], corrupted=m, classes=4) for b, m in sets]
-    P = (problems[0], np.stack([b for b, _ in sets]).astype(np.int32), np.stack([m for _, m in sets]))
+    P = (problems[0], np.stack([b for b, _ in sets]).astype(np.int32), np.stack([m for _, m in sets]),
+         np.stack([a[3], a[3]]).astype(np.int32))
     solver = erm(0.3)
     make = _over_label_sets(lambda _: solver, 2)
 
