@@ -143,13 +143,34 @@ def problems(cfg: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: np.stack(v) for k, v in out.items()}
 
 
+def matvec(H: jax.Array, x: jax.Array) -> jax.Array:
+    """H x for a dense ``H`` [d, d] or a block-diagonal one given by its blocks [B, m, m] (d = B m): the same
+    product at a third of the flops for three blocks."""
+    if H.ndim == 2:
+        return H @ x
+    return jnp.einsum("bij,bj->bi", H, x.reshape(H.shape[0], -1)).reshape(x.shape)
+
+
+def diagonal_blocks(H: np.ndarray, n_blocks: int) -> np.ndarray:
+    """The diagonal blocks [..., B, m, m] of block-diagonal matrices [..., d, d] (checked: nothing off them)."""
+    m = H.shape[-1] // n_blocks
+    blocks = np.stack([H[..., b * m:(b + 1) * m, b * m:(b + 1) * m] for b in range(n_blocks)], axis=-3)
+    off = H.copy()
+    for b in range(n_blocks):
+        off[..., b * m:(b + 1) * m, b * m:(b + 1) * m] = 0.0
+    if np.any(off):
+        raise RatelabError("H must be block diagonal with n_blocks equal blocks")
+    return blocks
+
+
 def iterations(opt: optax.GradientTransformation, H: jax.Array, x0: jax.Array, eps: float, steps: int) -> jax.Array:
-    """First t with f(x_t) <= eps f(x0) (``steps`` if never), f = x^T H x / 2, gradient H x (one product a step)."""
-    f0 = 0.5 * x0 @ H @ x0
+    """First t with f(x_t) <= eps f(x0) (``steps`` if never), f = x^T H x / 2, gradient H x (one product a step;
+    ``H`` dense or its diagonal blocks, see :func:`matvec`)."""
+    f0 = 0.5 * x0 @ matvec(H, x0)
 
     def body(carry, t):
         x, s, hit = carry
-        g = H @ x
+        g = matvec(H, x)
         hit = jnp.where((hit == steps) & (0.5 * x @ g <= eps * f0), t, hit)
         u, s = opt.update(g, s, x)
         return (x + u, s, hit), None
@@ -211,7 +232,9 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
                 out[name] = over(hs, xs, inv_lb, grid)  # [seeds, levels, lr]
             return out
 
-        out, timings = call(study, p["H"], p["x0"], p["Hd"], p["xd"], p["inv_lb"], grid, desc="hessian-blocks")
+        # the block-diagonal H by its blocks (a third of the flops); the dense rotations as they are
+        out, timings = call(study, diagonal_blocks(p["H"], B), p["x0"], p["Hd"], p["xd"], p["inv_lb"], grid,
+                            desc="hessian-blocks")
         probe = jnp.zeros(B * m)
         size_mini, size_adam = (second_moment_size(optimizer(k, 1e-3, probe, B, m).init(probe))
                                 for k in ("adam-mini", "adam"))
@@ -300,8 +323,10 @@ EXPERIMENT = register(Experiment(
     figure="iterations to eps vs block heterogeneity at a fixed global spectrum: GD, Adam, blockwise GD, Adam-mini",
     title="Block-heterogeneous quadratics (the paper's case study): tuned GD vs Adam vs Adam-mini, full batch",
     configs={
-        # seeds: 6 left ratio-grows INCONCLUSIVE ("about 58 seeds would decide"); raised once to 64, nothing else
-        "quick": {**_C, "block_dim": 9, "n_own": (0, 3, 6, 9), "seeds": 64, "eps": 1e-4, "steps": 4000,
+        # seeds: 6 left ratio-grows INCONCLUSIVE ("about 58 seeds would decide"); raised once to 64, nothing else.
+        # steps is only the cap of the iteration count: with a cap of 4000 the tuned counts were <= 433 (every arm
+        # and seed, capped_fraction 0), so the quick cap is 1000 (the same trace; a quarter of the run)
+        "quick": {**_C, "block_dim": 9, "n_own": (0, 3, 6, 9), "seeds": 64, "eps": 1e-4, "steps": 1000,
                   "n_lr": 14, "log_every": 1},
         "full": {**_C, "block_dim": 9, "n_own": (0, 3, 6, 9), "seeds": 128, "eps": 1e-4, "steps": 4000,
                  "n_lr": 14, "log_every": 1},
