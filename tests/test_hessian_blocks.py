@@ -181,3 +181,21 @@ def test_experiment_registered_with_validated_config():
         e.optimizer("sgd", 0.1, 1.0, 3, 3)
     with pytest.raises(RatelabError, match="ranges"):
         hb.range_spectra(((2.0, 1.0), (3.0, 4.0)), 3, np.random.default_rng(0))
+
+
+def test_blockwise_matvec_is_the_dense_product():
+    """The experiment's blockwise product of a block-diagonal H equals H @ x; an off-block entry is refused."""
+    import experiments.hessian_blocks as hbx
+
+    rng = np.random.default_rng(0)
+    blocks = rng.standard_normal((3, 4, 4))
+    H = np.zeros((12, 12))
+    for b in range(3):
+        H[4 * b:4 * b + 4, 4 * b:4 * b + 4] = blocks[b]
+    x = rng.standard_normal(12)
+    np.testing.assert_array_equal(hbx.diagonal_blocks(H, 3), blocks)
+    with jax.enable_x64(True):
+        np.testing.assert_allclose(np.asarray(hbx.matvec(jnp.asarray(blocks), jnp.asarray(x))), H @ x, rtol=1e-12)
+    H[0, 11] = 1e-3
+    with pytest.raises(RatelabError, match="block diagonal"):
+        hbx.diagonal_blocks(H, 3)
