@@ -43,6 +43,7 @@ BENCHMARKS = {
     "aipod": ([], ["--seeds", "4", "--steps", "500"], False),
     "bc_gap": (["--quick"], ["--quick"], False),
     "scale": ([], ["--devices", "1,2"], False),
+    "bilevel_side_by_side": ([], ["--steps", "1000"], False),
 }
 
 
