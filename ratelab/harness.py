@@ -320,37 +320,23 @@ def _run_group_in_worker(exp_ids: list[str], mode: str, out: str, overrides: dic
     return [_run_in_worker(i, mode, out, overrides, force) for i in exp_ids]
 
 
-TYPICAL_WALLS = Path(__file__).with_name("quick_walls.json")
-
-
-def typical_walls() -> dict[str, float]:
-    """Each registered experiment's quick wall time in one cold ``verify --quick`` on 2 cores (``quick_walls.json``,
-    written by ``benchmarks/quick_walls.py``): :func:`tasks`' order where ``out`` has no result yet."""
-    try:
-        return {str(k): float(v) for k, v in json.loads(TYPICAL_WALLS.read_text()).items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
-def _recorded_wall(folder: Path, typical: dict[str, float]) -> float:
-    """The wall time ``folder/result.json`` recorded, else the typical one, else inf (unknown costs go first)."""
+def _recorded_wall(folder: Path) -> float:
+    """The wall time ``folder/result.json`` recorded (inf where there is none: unknown costs go first)."""
     try:
         return float(json.loads((folder / "result.json").read_text())["timings"]["wall_s"])
     except (OSError, ValueError, KeyError, TypeError):
-        return typical.get(folder.name, float("inf"))
+        return float("inf")
 
 
 def tasks(exps: list[Experiment], out: str | os.PathLike) -> list[list[Experiment]]:
     """``verify(jobs=N)``'s tasks: the experiments registered by one module form one task (they share that
     module's in-process caches and compiled programs: a3c-stationarity and a3c-speedup read one sweep), the
-    tasks ordered longest first by the wall times recorded under ``out``, or where there is none yet (a fresh
-    clone) the typical ones of :func:`typical_walls` (the greedy longest-first schedule: the pool hands the next
-    task to the first free worker), registration order among equals."""
+    tasks ordered longest first by the wall times recorded under ``out`` (the greedy longest-first schedule: the
+    pool hands the next task to the first free worker), registration order among equals."""
     groups: dict[str, list[Experiment]] = {}
     for e in exps:
         groups.setdefault(registered_by(e.id) or e.id, []).append(e)
-    typical = typical_walls()
-    cost = {key: sum(_recorded_wall(Path(out) / e.id, typical) for e in g) for key, g in groups.items()}
+    cost = {key: sum(_recorded_wall(Path(out) / e.id) for e in g) for key, g in groups.items()}
     return [groups[k] for k in sorted(groups, key=lambda k: -cost[k])]
 
 

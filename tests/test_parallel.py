@@ -40,13 +40,10 @@ def test_jobs_must_be_a_positive_int(tmp_path):
         rl.verify(IDS, out=tmp_path, jobs=0)
 
 
-def test_tasks_keep_a_module_together_longest_first(tmp_path, monkeypatch):
-    from ratelab import harness
+def test_tasks_keep_a_module_together_longest_first(tmp_path):
     from ratelab.harness import tasks
     from ratelab.io import atomic_write_json
     from ratelab.registry import get
-
-    monkeypatch.setattr(harness, "typical_walls", dict)  # no typical times: recorded ones only
 
     exps = [get(i) for i in ("rm-slow", "a3c-stationarity", "rm-fast", "a3c-speedup")]
     for exp_id, wall in (("rm-slow", 1.0), ("rm-fast", 2.0), ("a3c-stationarity", 5.0), ("a3c-speedup", 5.0)):
@@ -56,20 +53,3 @@ def test_tasks_keep_a_module_together_longest_first(tmp_path, monkeypatch):
                                                                   ["rm-slow", "rm-fast"]]
     (tmp_path / "rm-fast" / "result.json").unlink()  # an unknown cost goes first
     assert [g[0].id for g in tasks(exps, tmp_path)] == ["rm-slow", "a3c-stationarity"]
-    # a fresh folder: the typical wall times order the tasks (rm-fast's typical 20 s puts its module first)
-    monkeypatch.setattr(harness, "typical_walls", lambda: {"rm-fast": 20.0, "rm-slow": 1.0})
-    assert [g[0].id for g in tasks(exps, tmp_path)] == ["rm-slow", "a3c-stationarity"]
-    for exp_id in ("rm-slow", "a3c-stationarity", "a3c-speedup"):
-        (tmp_path / exp_id / "result.json").unlink()
-    assert [g[0].id for g in tasks(exps, tmp_path)] == ["a3c-stationarity", "rm-slow"]  # a3c unknown: inf first
-
-
-def test_typical_walls_cover_every_registered_experiment():
-    """The shipped table names every registered experiment (regenerate it with benchmarks/quick_walls.py)."""
-    from ratelab.harness import typical_walls
-    from ratelab.registry import experiments
-
-    walls = typical_walls()
-    missing = [e.id for e in experiments() if e.id not in walls]
-    assert not missing, f"ratelab/quick_walls.json lacks {missing}: run benchmarks/quick_walls.py on a cold run"
-    assert all(v > 0 for v in walls.values())
