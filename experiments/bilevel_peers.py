@@ -211,19 +211,28 @@ def _soba_problem(cfg: dict[str, Any]):
                                      inner_batch=cfg["inner_batch"], outer_batch=cfg["outer_batch"])
 
 
-def _validate_soba(cfg: dict[str, Any]) -> None:
+def _validate_decay_run(cfg: dict[str, Any], make: Any) -> None:
+    """soba-rate's and f2sa-rate's checks: the problem, the solver ``make(1.0)``, the fit window and the logging."""
     _soba_problem(cfg)
-    _make_soba(cfg["rho0"], cfg["gamma0"], cfg["k0"])(1.0)
+    make(1.0)
     if not 0 < cfg["fit_from"] < cfg["steps"] or cfg["steps"] % cfg["log_every"]:
         raise RatelabError(f"fit_from must lie in (0, steps) and steps be a multiple of log_every, got "
                            f"{cfg['fit_from']}, {cfg['steps']}, {cfg['log_every']}")
 
 
+def _decay_sweep(cfg: dict[str, Any], make: Any, key: jax.Array, run_kw: dict[str, Any]) -> Trace:
+    """``make(decay)`` at decay 1 (the paper's schedules) and 0 (the constant-step control, judged on the same run,
+    index 1) on soba-rate's instance, one compiled program."""
+    return sweep(make, [1.0, 0.0], _soba_problem(cfg), key, steps=cfg["steps"], seeds=cfg["seeds"],
+                 log_every=cfg["log_every"], x64=True, progress=run_kw.get("progress"))
+
+
+def _validate_soba(cfg: dict[str, Any]) -> None:
+    _validate_decay_run(cfg, _make_soba(cfg["rho0"], cfg["gamma0"], cfg["k0"]))
+
+
 def _execute_soba(cfg: dict[str, Any], key: jax.Array, **run_kw: Any) -> Trace:
-    # decay 1: the paper's schedule; decay 0: the constant-step control, judged on the same run (index 1)
-    return sweep(_make_soba(cfg["rho0"], cfg["gamma0"], cfg["k0"]), [1.0, 0.0], _soba_problem(cfg), key,
-                 steps=cfg["steps"], seeds=cfg["seeds"], log_every=cfg["log_every"], x64=True,
-                 progress=run_kw.get("progress"))
+    return _decay_sweep(cfg, _make_soba(cfg["rho0"], cfg["gamma0"], cfg["k0"]), key, run_kw)
 
 
 def _claims_soba(cfg: dict[str, Any]) -> list[Claim]:
@@ -287,13 +296,11 @@ def _f2sa_args(cfg: dict[str, Any]) -> tuple[float, ...]:
 
 
 def _validate_f2sa(cfg: dict[str, Any]) -> None:
-    _validate_soba({**cfg, "rho0": 1.0, "gamma0": 1.0})
-    _make_f2sa(*_f2sa_args(cfg))(1.0)
+    _validate_decay_run(cfg, _make_f2sa(*_f2sa_args(cfg)))
 
 
 def _execute_f2sa(cfg: dict[str, Any], key: jax.Array, **run_kw: Any) -> Trace:
-    return sweep(_make_f2sa(*_f2sa_args(cfg)), [1.0, 0.0], _soba_problem(cfg), key, steps=cfg["steps"],
-                 seeds=cfg["seeds"], log_every=cfg["log_every"], x64=True, progress=run_kw.get("progress"))
+    return _decay_sweep(cfg, _make_f2sa(*_f2sa_args(cfg)), key, run_kw)
 
 
 def _claims_f2sa(cfg: dict[str, Any]) -> list[Claim]:

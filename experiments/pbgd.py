@@ -661,9 +661,15 @@ def _clean_itd(cfg: dict[str, Any]):
                              method="itd", warm_start=cfg["itd_warm_start"])
 
 
+def _base_settings(cfg: dict[str, Any]) -> tuple:
+    """The config without the V-PBGD-only keys: what an ITD or ERM run depends on (the controls change V-PBGD only,
+    so those runs are reused across them)."""
+    return tuple(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PBGD_ONLY))
+
+
 def _memo_make(kind: str, cfg: dict[str, Any], model: str, solver: Any):
     """One ``make`` object per (kind, settings) over the label sets (ITD and the ERM baseline have no rows)."""
-    ident = (kind, model, cfg["sets"], tuple(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PBGD_ONLY)))
+    ident = (kind, model, cfg["sets"], _base_settings(cfg))
     if ident not in _CLEAN_MAKERS:
         _CLEAN_MAKERS[ident] = _over_label_sets(lambda _: solver, cfg["sets"])
     return _CLEAN_MAKERS[ident]
@@ -725,7 +731,7 @@ def _execute_clean(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     kw = dict(seeds=cfg["seeds"], x64=cfg["x64"])
     n_sets, base = cfg["sets"], cfg["baselines"]
     rows = [_clean_row(cfg)] + ([_clean_row(cfg, 0.0)] if base else [])  # + gamma = 0: y fits f alone
-    memo_cfg = tuple(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PBGD_ONLY))
+    memo_cfg = _base_settings(cfg)
     for model, hidden in _models(cfg).items():
         problem, labels, masks, val = _clean_data(cfg, hidden)
         P = (problem, jnp.asarray(labels, jnp.int32), jnp.asarray(masks), jnp.asarray(val, jnp.int32))

@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    xla_flags.apply()  # LLVM level 2: seconds less compile per program (ratelab.xla_flags), before jax starts
+    xla_flags.apply()  # compiler flags that cut compile time (ratelab.xla_flags), before jax starts its backend
     try:
         if args.command == "list":
             return _cmd_list(args)
