@@ -74,3 +74,43 @@ def second_moment_size(state: Any) -> int:
         if hasattr(s, "nu"):
             n += sum(int(np.prod(np.shape(x))) for x in jax.tree_util.tree_leaves(s.nu))
     return n
+
+
+# Parameter names of bilevel.transformer whose second moment stays per coordinate (the authors' code keeps Adam for
+# the embedding and output layers) and those split by attention head (queries and keys).
+PER_COORDINATE = ("embed", "unembed")
+PER_HEAD = ("wq", "wk")
+
+
+def transformer_partition(params: Any) -> tuple[np.ndarray, int]:
+    """Adam-mini's partition of a :mod:`bilevel.transformer` parameter tree, in ``ravel_pytree`` order.
+
+    The rule of Zhang et al. (2024), Sec. 2.3, as the authors' public code applies it (restated): the embedding and
+    output matrices keep one second moment per coordinate (Adam), queries and keys get one block per attention head,
+    and every other tensor is one block; here per layer, since the tree stacks the layers on a leading axis (a
+    query tensor [layers, d, heads, d_head] gives layers x heads blocks). Returns ``(partition, n_blocks)``.
+    """
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    ids, start = [], 0
+    for path, leaf in flat:
+        names = [getattr(k, "key", str(k)) for k in path]
+        shape = np.shape(leaf)
+        if names[0] in PER_COORDINATE:
+            block = np.arange(int(np.prod(shape))).reshape(shape)
+        elif names[-1] in PER_HEAD:  # [layers, d, heads, d_head]: the block is (layer, head)
+            block = np.broadcast_to(np.arange(shape[0])[:, None, None, None] * shape[2]
+                                    + np.arange(shape[2])[None, None, :, None], shape)
+        elif names[0] == "layers":  # [layers, ...]: one block per layer
+            block = np.broadcast_to(np.arange(shape[0]).reshape((-1,) + (1,) * (len(shape) - 1)), shape)
+        else:
+            block = np.zeros(shape, int)
+        ids.append(block.ravel() + start)
+        start += int(block.max()) + 1
+    return np.concatenate(ids), start
+
+
+def transformer_block_count(vocab: int, d_model: int, n_layers: int, n_heads: int) -> int:
+    """The number of Adam-mini blocks of :func:`transformer_partition`, counted from the sizes: 2 vocab d_model
+    (embedding and output, per coordinate) + n_layers (2 n_heads + 7) (queries and keys per head; values, output
+    projection, the three MLP matrices and the two norm scales one each) + 1 (the final norm)."""
+    return 2 * vocab * d_model + n_layers * (2 * n_heads + 7) + 1

@@ -1,0 +1,234 @@
+"""Adam-mini against Adam on a small transformer language model (Zhang et al. 2024, "Adam-mini: Use Fewer Learning
+Rates To Gain More", arXiv:2406.16793): the same loss curve with one second moment per block.
+
+Experiment ``adam-mini-lm``: next-token training of :mod:`bilevel.transformer` (sizes in the config) on sequences of
+a random first-order Markov chain, one chain per seed (the instance is seeded too): token frequencies follow a Zipf
+law (row i of the transition matrix ~ Dirichlet(c V w), w_j proportional to 1 / j^``zipf``), so the embedding rows
+of rare tokens get small gradients (the paper's reason to keep one second moment per token there). The Bayes-optimal
+predictor is the chain itself, so the loss has an exact floor: the excess loss of a model is its next-token
+cross-entropy on a fixed held-out batch minus the chain's own cross-entropy on the same tokens (the sampling noise of
+the floor cancels). Every arm starts from the same initialisation, sees the same batches and uses the same step size
+(a warmup-cosine optax schedule, peak ``lr``; the authors recommend AdamW's hyperparameters for Adam-mini), betas
+(0.9, ``b2``), eps 1e-8. Arms: optax.adam; Adam-mini on the authors' partition
+(:func:`optim_theory.adam_mini.transformer_partition`: embedding and output per coordinate, queries and keys per
+head, every other tensor one block per layer); Adam-mini with one block for the whole model; Adam-mini on a random
+partition with the same block sizes (the authors' blocks with their members shuffled across all tensors).
+
+The curve compared is the running mean of the excess loss up to step t (the area under the loss curve, which weighs
+the whole run rather than its last, noisiest point).
+
+Pre-registered (written before the first run, in the commit that adds this module):
+
+* ``lm-mini-matches-adam`` (paper, Sec. 3: Adam-mini performs on par with AdamW on language models): at the last
+  step, log2(area Adam-mini / area Adam) = 0 +- 0.5, i.e. within a factor 2^0.5 either way. Controls: one block for
+  the whole model (a single second moment: the paper's argument is that too few, badly placed learning rates lose
+  Adam's advantage); the random partition (same count and sizes, each block cutting across the Hessian's blocks).
+* ``lm-state-size`` (paper, Algorithm 1 with the partition above): the second-moment state has exactly
+  2 V d + L (2 H + 7) + 1 entries (:func:`optim_theory.adam_mini.transformer_block_count`, counted from the optax
+  state), not #parameters. Control: optax.adam's state.
+
+Settings: Adam-mini's update and partition rule are the paper's (Algorithm 1, Sec. 2.3 as the authors' code applies
+it); the model sizes, the Markov-chain data, the schedule, the step, beta2 = 0.95 and the horizons are ours
+(reconstructed: the paper trains GPT-2 and Llama models on web text, far beyond this machine).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from bilevel import transformer as tfm
+from optim_theory.adam_mini import adam_mini, second_moment_size, transformer_block_count, transformer_partition
+from ratelab.claims import Claim, Control
+from ratelab.errors import RatelabError
+from ratelab.registry import Experiment, Panel, Paper, register
+from ratelab.runner import Trace, call, trace_from_arrays
+from ratelab.validate import check_positive, check_positive_int
+
+ADAM_MINI = Paper(
+    key="zhang2024adammini",
+    authors="Y. Zhang, C. Chen, Z. Li, T. Ding, C. Wu, D. P. Kingma, Y. Ye, Z.-Q. Luo and R. Sun",
+    title="Adam-mini: Use Fewer Learning Rates To Gain More",
+    venue="arXiv:2406.16793",
+    year=2024,
+    url="https://arxiv.org/abs/2406.16793",
+)
+SRC = "Zhang et al. (2024, arXiv:2406.16793), Sec. 3: Adam-mini performs on par with AdamW on language models"
+SRC_STATE = "Zhang et al. (2024, arXiv:2406.16793), Algorithm 1 and Sec. 2.3: one second moment per block"
+
+ARMS = ("adam", "mini", "one-block", "random-blocks")
+MODEL_KEYS = ("vocab", "d_model", "n_layers", "n_heads", "d_ff", "seq_len")
+
+
+def model_config(cfg: dict[str, Any]) -> tfm.TransformerConfig:
+    """The transformer of the config (``tiny`` with the config's sizes)."""
+    return tfm.get_config("tiny", **{k: cfg[k] for k in MODEL_KEYS})
+
+
+def chains(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """One Markov chain per seed, NumPy-seeded from ``cfg["seed"]``: transition matrices ``[seeds, V, V]`` (rows
+    Dirichlet(c V w), w Zipf, floored at 1e-6 and renormalised) and their stationary laws ``[seeds, V]``."""
+    rng, V = np.random.default_rng(cfg["seed"]), cfg["vocab"]
+    w = 1.0 / np.arange(1, V + 1) ** cfg["zipf"]
+    w /= w.sum()
+    P = rng.dirichlet(cfg["concentration"] * V * w, size=(cfg["seeds"], V)) + 1e-6
+    P /= P.sum(axis=-1, keepdims=True)
+    pi = np.full((cfg["seeds"], V), 1.0 / V)
+    for _ in range(2000):  # power iteration: the chains mix in a few steps
+        pi = np.einsum("si,sij->sj", pi, P)
+    return P, pi / pi.sum(axis=-1, keepdims=True)
+
+
+def sample(key: jax.Array, log_p: jax.Array, log_pi: jax.Array, shape: tuple[int, ...], length: int) -> jax.Array:
+    """Token sequences ``[*shape, length]`` of the chain: x_0 ~ pi, x_{t+1} ~ P[x_t]."""
+    k0, k = jax.random.split(key)
+    x0 = jax.random.categorical(k0, log_pi, shape=shape)
+
+    def step(x, k):
+        nxt = jax.random.categorical(k, log_p[x])
+        return nxt, nxt
+
+    _, xs = jax.lax.scan(step, x0, jax.random.split(k, length - 1))
+    return jnp.concatenate([x0[..., None], jnp.moveaxis(xs, 0, -1)], axis=-1)
+
+
+def bayes_loss(log_p: jax.Array, tokens: jax.Array) -> jax.Array:
+    """The chain's own mean next-token cross-entropy on ``tokens`` [batch, T + 1] (the floor of any model)."""
+    return -jnp.mean(log_p[tokens[:, :-1], tokens[:, 1:]])
+
+
+def optimizers(cfg: dict[str, Any], partition: np.ndarray, n_blocks: int
+               ) -> dict[str, optax.GradientTransformation]:
+    """The arms of :data:`ARMS` on a flat parameter vector, all on the config's schedule and betas."""
+    lr = schedule(cfg)
+    d = partition.size
+    shuffled = np.random.default_rng(cfg["seed"] + 1).permutation(partition)
+    kw = {"b1": 0.9, "b2": cfg["b2"], "eps": 1e-8}
+    return {"adam": optax.adam(lr, **kw), "mini": adam_mini(lr, partition, n_blocks, **kw),
+            "one-block": adam_mini(lr, np.zeros(d, int), 1, **kw),
+            "random-blocks": adam_mini(lr, shuffled, n_blocks, **kw)}
+
+
+def schedule(cfg: dict[str, Any]) -> optax.Schedule:
+    """Linear warmup over ``warmup`` steps to ``lr``, then cosine decay to ``lr / 10`` at ``steps``."""
+    return optax.warmup_cosine_decay_schedule(0.0, cfg["lr"], cfg["warmup"], cfg["steps"], cfg["lr"] / 10)
+
+
+def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
+    mcfg, S, T, every = model_config(cfg), cfg["seeds"], cfg["steps"], cfg["log_every"]
+    P, pi = chains(cfg)
+    probe = tfm.init_params(jax.random.PRNGKey(0), mcfg)
+    partition, n_blocks = transformer_partition(probe)
+    _, unravel = ravel_pytree(probe)
+    opts = optimizers(cfg, partition, n_blocks)
+
+    def loss(x, tokens):
+        return jnp.mean(tfm.sequence_losses(unravel(x), tokens, mcfg))
+
+    def study(keys, log_p, log_pi):
+        def one(key, log_p, log_pi):
+            k_init, k_train, k_eval = jax.random.split(key, 3)
+            x0 = ravel_pytree(tfm.init_params(k_init, mcfg))[0]
+            batches = sample(k_train, log_p, log_pi, (T // every, every, cfg["batch"]), mcfg.seq_len + 1)
+            held_out = sample(k_eval, log_p, log_pi, (cfg["n_eval"],), mcfg.seq_len + 1)
+            floor = bayes_loss(log_p, held_out)
+            out = {}
+            for arm, opt in opts.items():
+                def inner(carry, b, opt=opt):
+                    x, s = carry
+                    u, s = opt.update(jax.grad(loss)(x, b), s, x)
+                    return (x + u, s), None
+
+                def outer(carry, chunk):
+                    carry, _ = jax.lax.scan(inner, carry, chunk)
+                    return carry, loss(carry[0], held_out)
+
+                _, curve = jax.lax.scan(outer, (x0, opt.init(x0)), batches)
+                out[arm] = jnp.concatenate([loss(x0, held_out)[None], curve]) - floor
+            return out
+
+        return jax.vmap(one)(keys, log_p, log_pi)
+
+    excess, timings = call(study, jax.random.split(key, S), np.log(P).astype(np.float32),
+                           np.log(pi).astype(np.float32), desc="adam-mini-lm")
+    x = np.arange(T // every + 1) * every
+    area = {a: np.cumsum(excess[a], axis=-1) / np.arange(1, x.size + 1) for a in ARMS}
+    x0 = jnp.zeros(partition.size)
+    sizes = {a: float(second_moment_size(opts[a].init(x0))) for a in ("adam", "mini")}
+    metrics = {
+        **{f"excess_{a}": excess[a] for a in ARMS},
+        **{f"area_{a}": area[a] for a in ARMS},
+        **{f"log2_area_{a}_over_adam": np.log2(area[a] / area["adam"]) for a in ARMS[1:]},
+        **{f"nu_size_{a}": np.full((S, x.size), v) for a, v in sizes.items()},
+    }
+    return trace_from_arrays(x, metrics, timings=timings)
+
+
+def _claims(cfg: dict[str, Any]) -> list[Claim]:
+    count = transformer_block_count(cfg["vocab"], cfg["d_model"], cfg["n_layers"], cfg["n_heads"])
+    last = float(cfg["steps"])
+    return [
+        Claim(id="lm-mini-matches-adam", statement="Adam-mini on the authors' partition tracks Adam's loss curve at "
+              "the same step: log2(area under the excess-loss curve, Adam-mini / Adam) = 0 +- 0.5 at the last step",
+              metric="log2_area_mini_over_adam", kind="value", expected=0.0, tolerance=0.5, window=(last, last),
+              source=SRC,
+              controls=(Control("one-block", "Adam-mini with one block for the whole model (a single second "
+                                "moment), same step", claim={"metric": "log2_area_one-block_over_adam"}),
+                        Control("random-blocks", "Adam-mini on the authors' block sizes with the members shuffled "
+                                "across all tensors (every block cuts across the Hessian's blocks)",
+                                claim={"metric": "log2_area_random-blocks_over_adam"}))),
+        Claim(id="lm-state-size", statement=f"Adam-mini's second-moment state has exactly 2 V d + L (2 H + 7) + 1 = "
+              f"{count} entries (counted from the optax state; band +-0.5 on an integer), not #parameters",
+              metric="nu_size_mini", kind="value", expected=float(count), tolerance=0.5, statistic="max",
+              source=SRC_STATE,
+              controls=(Control("adam-state", "optax.adam's state in its place (#parameters entries)",
+                                claim={"metric": "nu_size_adam"}),)),
+    ]
+
+
+def _validate(cfg: dict[str, Any]) -> None:
+    for k in ("seeds", "steps", "batch", "log_every", "n_eval", "warmup"):
+        check_positive_int(k, cfg[k])
+    for k in ("lr", "zipf", "concentration"):
+        check_positive(k, cfg[k])
+    if not 0.0 < cfg["b2"] < 1.0:
+        raise RatelabError(f"b2 must lie in (0, 1), got {cfg['b2']}")
+    if cfg["steps"] % cfg["log_every"]:
+        raise RatelabError(f"steps must be a multiple of log_every, got steps={cfg['steps']}, "
+                           f"log_every={cfg['log_every']}")
+    if cfg["warmup"] >= cfg["steps"]:
+        raise RatelabError(f"warmup must be below steps, got warmup={cfg['warmup']}, steps={cfg['steps']}")
+    model_config(cfg)  # the sizes' own checks (positive, heads divide d_model, even head size)
+
+
+_C = {"seed": 0, "vocab": 32, "n_layers": 2, "seq_len": 16, "zipf": 1.0, "concentration": 1.0, "lr": 1e-2,
+      "b2": 0.95, "n_eval": 64}
+
+register(Experiment(
+    id="adam-mini-lm",
+    paper=ADAM_MINI,
+    figure="excess next-token loss over the Markov chain's floor: Adam, Adam-mini, one block, random blocks",
+    title="A small transformer on Zipf Markov-chain text: Adam-mini's loss curve against Adam's, state counted",
+    configs={
+        "quick": {**_C, "d_model": 16, "n_heads": 2, "d_ff": 32, "seeds": 8, "steps": 300, "batch": 8,
+                  "log_every": 25, "warmup": 30},
+        "full": {**_C, "d_model": 32, "n_heads": 4, "d_ff": 64, "seeds": 16, "steps": 1000, "batch": 16,
+                 "log_every": 50, "warmup": 100},
+    },
+    execute=_execute,
+    claims=_claims,
+    panels=(
+        Panel(metric="excess_adam", ylabel="excess loss (Adam)", xlabel="step", xscale="linear"),
+        Panel(metric="excess_mini", ylabel="excess loss (Adam-mini)", xlabel="step", xscale="linear"),
+        Panel(metric="excess_one-block", ylabel="excess loss (one block)", xlabel="step", xscale="linear"),
+        Panel(metric="log2_area_mini_over_adam", ylabel="log2 area Adam-mini / Adam", xlabel="step",
+              xscale="linear", yscale="linear"),
+    ),
+    validate=_validate,
+    tags=("optimizer", "adam", "transformer"),
+))
