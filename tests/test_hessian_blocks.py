@@ -199,3 +199,35 @@ def test_blockwise_matvec_is_the_dense_product():
     H[0, 11] = 1e-3
     with pytest.raises(RatelabError, match="block diagonal"):
         hbx.diagonal_blocks(H, 3)
+
+
+def test_transformer_partition_follows_heads_layers_and_tokens():
+    """Adam-mini's transformer partition: embedding and output one block per coordinate, a query or key block is
+    exactly one (layer, head) slice, every other tensor one block per layer; the count matches the closed form and
+    the optax state."""
+    from jax.flatten_util import ravel_pytree
+
+    from bilevel import transformer as tfm
+    from optim_theory.adam_mini import transformer_block_count, transformer_partition
+
+    cfg = tfm.get_config("tiny", d_model=16, n_heads=2, d_ff=32, vocab=8)
+    params = tfm.init_params(jax.random.PRNGKey(0), cfg)
+    part, n = transformer_partition(params)
+    flat, unravel = ravel_pytree(params)
+    assert part.shape == flat.shape and np.array_equal(np.unique(part), np.arange(n))
+    assert n == transformer_block_count(cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads)
+    tree = jax.tree_util.tree_map(np.asarray, unravel(jnp.asarray(part, jnp.float32)))
+    for name in ("embed", "unembed"):
+        ids = jax.tree_util.tree_leaves(tree[name])[0]
+        assert np.unique(ids).size == ids.size  # one block per coordinate
+    for name in ("wq", "wk"):
+        ids = tree["layers"]["attn"][name]  # [layers, d, heads, d_head]
+        for layer in range(cfg.n_layers):
+            for head in range(cfg.n_heads):
+                block = ids[layer, :, head, :]
+                assert np.unique(block).size == 1
+                assert np.sum(part == block.flat[0]) == block.size  # nothing else in that block
+    wv = tree["layers"]["attn"]["wv"]
+    assert [np.unique(wv[layer]).size for layer in range(cfg.n_layers)] == [1] * cfg.n_layers
+    assert np.unique(wv).size == cfg.n_layers
+    assert second_moment_size(adam_mini(1e-3, part, n).init(jnp.zeros(flat.size))) == n
