@@ -38,11 +38,11 @@ cannot be told from "anything Adam-like matches Adam". lm-state-size 1047 PASS; 
 Cost: compile 20.6 s, run 9.7 s on the 2-core machine beside a ``verify --full`` (four arms, four copies of the
 training program).
 
-Not registered for that reason (this module's leading underscore keeps it out of the catalog, as with the
-quadratics' homogeneous-comparable claim in :mod:`experiments.hessian_blocks`): a claim whose pre-registered controls
-cannot fail is reported, not counted as verified. What would make it decidable, and was not run: each arm's step
-tuned by the same grid (the comparison the issue asks for on the quadratics), on a model large enough for the
-blocks' curvatures to differ; a few times this cost, beyond the quick budget here.
+Not registered for that reason (this module's leading underscore keeps it out of the catalog; the quadratics'
+homogeneous-comparable claim in :mod:`experiments.hessian_blocks` is left out the same way): a claim whose pre-
+registered controls cannot fail is reported, not counted as verified. What would make it decidable, and was not run:
+each arm's step tuned by the same grid (the comparison the issue asks for on the quadratics), on a model large enough
+for the blocks' curvatures to differ; a few times this cost, beyond the quick budget here.
 
 Settings: Adam-mini's update and partition rule are the paper's (Algorithm 1, Sec. 2.3 as the authors' code applies
 it); the model sizes, the Markov-chain data, the schedule, the step, beta2 = 0.95 and the horizons are ours
