@@ -267,12 +267,15 @@ _QUICK = {
     "n_eps": 6, "eps_hi": 0.2, "eps_lo": 0.07, "proj_eps_hi": 0.3, "proj_eps_lo": 0.11,
     "low_eps_hi": 0.2, "low_eps_lo": 0.07,
 }
-# Full: the same problem family, 4x the horizon and 4x the seeds (eps targets scaled with the O(1/sqrt(K)) level).
+# Full: the same problem family, 4x the horizon (eps targets scaled with the O(1/sqrt(K)) level) and 128 seeds: the
+# cold full run of a7d264f at 64 seeds left upper-projections-batch1-rate INCONCLUSIVE, -0.637 [-0.660, -0.616]
+# against -2/3 +- 0.05, "about 73 seeds would decide"; the seeds were raised to decide it, the band left as it was.
+# At 128 seeds: -0.649 [-0.665, -0.633] PASS (every other full claim of the three experiments still PASSes, 107 s).
 # The authors' synthetic script (github.com/hanshen95/AiPOD, toy example: dim 100, 90 lower and 80 upper
 # constraints, S = 5, T = 2, sigma = 0.1) uses a nonconvex upper objective without a closed form; it is not
 # reproduced here.
 _FULL = {
-    **_QUICK, "seeds": 64, "steps": 40_000, "log_every": 100, "eps_hi": 0.15, "eps_lo": 0.035,
+    **_QUICK, "seeds": 128, "steps": 40_000, "log_every": 100, "eps_hi": 0.15, "eps_lo": 0.035,
     "proj_eps_hi": 0.3, "proj_eps_lo": 0.065, "low_eps_hi": 0.2, "low_eps_lo": 0.035,
 }
 

@@ -779,6 +779,13 @@ _VAL_ONLY_FAILS = (
     "only) is refuted at this size and penalty.")
 
 
+_ERM_WEAK_FULL = ("the claim PASSes on the full run but both controls pass too (WEAK): at the authors' K = 40000 "
+                  "the model trained unweighted on the corrupted labels overfits them (test accuracy 0.52-0.61), so "
+                  "V-PBGD with steps alpha/1000 (0.76-0.79) and V-PBGD with a corrupted validation set (gain 0.038 "
+                  "on average) still beat it by more than 0.01: at this horizon the comparison cannot tell cleaning "
+                  "from early stopping (full run, a7d264f)")
+
+
 def _claims_clean(cfg: dict[str, Any]) -> list[Claim]:
     slow = Control("tiny-steps", "V-PBGD's steps 1000x smaller (alpha/1000): its finite-time bound "
                    "(1/K) sum ||G_gamma||^2 <= 2 (F_0 - inf F) / (alpha K) no longer forces progress in K steps, "
@@ -807,7 +814,8 @@ def _claims_clean(cfg: dict[str, Any]) -> list[Claim]:
                       "that of the same model trained by gradient descent on the corrupted training labels "
                       "unweighted (same initialisation, step lr_y and K; derived here: the point of cleaning)",
                       metric=f"test_acc_gain_{model}", kind="value", relation="ge", expected=0.02, tolerance=0.01,
-                      source=SRC_CLEAN_BASE, controls=(slow, dirty_val)),
+                      source=SRC_CLEAN_BASE, controls=(slow, dirty_val),
+                      known_failure={"full": _ERM_WEAK_FULL} if model == "linear" else ""),
                 Claim(id=f"beats-val-only-{model}", statement=f"{model}: V-PBGD's final test accuracy exceeds by "
                       ">= 0.01 that of the same run with gamma = 0, whose model is trained on the clean validation "
                       "set alone (derived here: the cleaned training set adds information beyond f)",

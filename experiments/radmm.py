@@ -412,7 +412,10 @@ def _claims_compare(cfg: dict[str, Any]) -> list[Claim]:
               source=SOURCE_NUMERICS, controls=(_no_retraction("both methods"),)),
         Claim(id="objective", statement="at equal iterations RADMM's F(X) is not above the subgradient method's",
               metric="objective_gap", kind="value", expected=0.0, tolerance=1e-3, relation="le",
-              source=SOURCE_NUMERICS, controls=(slow,)),
+              source=SOURCE_NUMERICS, controls=(slow,),
+              known_failure={"full": "RADMM's smoothing bias: at its fixed point the off-support entries sit at "
+                             "gamma * lambda, not at 0, so on the full instance F is 0.120 above the subgradient "
+                             "method's at equal iterations (measured on the full run, a7d264f)"}),
         Claim(id="sparsity", statement="RADMM's iterate is at least as sparse (fraction of |X_ij| < eps)",
               metric="sparsity_gap", kind="value", expected=0.0, tolerance=0.02, relation="ge",
               source=SOURCE_NUMERICS, controls=(dense,)),

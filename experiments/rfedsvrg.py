@@ -244,7 +244,11 @@ def _claims_linear(cfg: dict[str, Any]) -> list[Claim]:
                   "derivative at x*", metric="contraction", kind="value", expected=rho, tolerance=0.02,
                   window=(lo, hi), source="Li & Ma (2022), linear-rate theorem (geodesically strongly convex case); "
                   "rho from the linearised round map",
-                  controls=(_fedavg("d(x^t, x*) stalls at the drift distance and its per-round ratio tends to 1"),))]
+                  controls=(_fedavg("d(x^t, x*) stalls at the drift distance and its per-round ratio tends to 1"),),
+                  known_failure={"full": "the full instance's round map has a clustered spectrum (0.435, 0.409, "
+                                 "0.393): the top mode dominates d(x^t, x*) only after about 60 rounds, past "
+                                 "float64's floor (reached near round 35), so the measured ratio 0.412 sits between "
+                                 "the top two modes, outside 0.435 +- 0.02 (full run, a7d264f)"})]
 
 
 def _validate_linear(cfg: dict[str, Any]) -> None:

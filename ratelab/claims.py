@@ -30,7 +30,10 @@ A claim for which no control can exist says why in ``no_control``.
 Known failures: a claim that does not hold on its instance (a paper's statement contradicted by an honest
 measurement, an effect too small to decide) keeps its FAIL or INCONCLUSIVE verdict, and says why in
 ``known_failure`` (the analysis, with its numbers). ``ratelab verify`` then still reports it as not passing but does
-not count it against the exit status, like a strict xfail: a known failure that starts to PASS is flagged.
+not count it against the exit status, like a strict xfail: a known failure that starts to PASS is flagged. A known
+failure covers a claim that does not pass cleanly: FAIL, INCONCLUSIVE, or a PASS whose control passes too (WEAK). A
+failure of one configuration only (the paper's full size, say) is ``known_failure={"full": "..."}``: the harness keeps
+the text for the mode it runs (:meth:`Claim.in_mode`) and judges the other modes as ordinary claims.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from ratelab.runner import Trace
 from ratelab.validate import check_choice, check_positive
 
 KINDS = ("exponent", "constant", "sample_complexity", "value")
+MODES = ("quick", "full")  # the configurations every experiment has
 RELATIONS = ("eq", "le", "ge")
 STATUSES = ("PASS", "FAIL", "INCONCLUSIVE")
 CLAIM_FIELDS_A_CONTROL_MAY_CHANGE = ("metric", "index", "transform", "samples_per_step", "window", "eps")
@@ -119,9 +123,17 @@ class Claim:
     source: str = ""
     controls: tuple[Control, ...] = ()
     no_control: str = ""
-    known_failure: str = ""
+    known_failure: str | Mapping[str, str] = ""
 
     def __post_init__(self):
+        if isinstance(self.known_failure, Mapping):
+            bad = sorted(set(self.known_failure) - set(MODES))
+            if bad or not all(isinstance(v, str) and v for v in self.known_failure.values()):
+                raise RatelabError(f"claim {self.id!r}: known_failure must be a text or a mapping from modes "
+                                   f"({', '.join(MODES)}) to texts, got keys {sorted(self.known_failure)}")
+        elif not isinstance(self.known_failure, str):
+            raise RatelabError(f"claim {self.id!r}: known_failure must be a text or a mapping from modes to texts, "
+                               f"got {type(self.known_failure).__name__}")
         check_choice("kind", self.kind, KINDS)
         check_choice("relation", self.relation, RELATIONS)
         check_choice("transform", self.transform, TRANSFORMS)
@@ -141,6 +153,12 @@ class Claim:
             raise RatelabError(f"claim {self.id!r}: control ids must be unique, got {ids}")
         if self.controls and self.no_control:
             raise RatelabError(f"claim {self.id!r}: give controls or no_control, not both")
+
+    def in_mode(self, mode: str) -> Claim:
+        """The claim as judged in ``mode``: a per-mode ``known_failure`` replaced by that mode's text ("" if none)."""
+        if isinstance(self.known_failure, Mapping):
+            return replace(self, known_failure=self.known_failure.get(mode, ""))
+        return self
 
     def band(self) -> tuple[float, float]:
         """The values the claim allows: expected +- tolerance (relative for constants)."""

@@ -65,7 +65,7 @@ def plan(exp: Experiment, mode: str, overrides: dict[str, Any] | None = None) ->
     _check_sizes(cfg)
     if exp.validate is not None:
         exp.validate(cfg)
-    claims = exp.claims(cfg)
+    claims = exp.claims_in(mode, cfg)
     n_metrics = len({p.metric for p in exp.panels} | {c.metric for c in claims})
     check_memory(exp.id, cfg, n_metrics)
     for claim in claims:

@@ -35,7 +35,7 @@ def build() -> list[dict[str, Any]]:
     out = []
     for exp in experiments():
         claims = []
-        for c in exp.claims(exp.config("quick")):
+        for c in exp.claims_in("quick", exp.config("quick")):
             declared = "; ".join(f"{k.id}: {k.change}" for k in c.controls) or f"none: {c.no_control or '(not given)'}"
             claims.append({"id": c.id, "statement": c.statement, "claimed": claimed_text(asdict(c)),
                            "declared_control": declared})

@@ -15,11 +15,10 @@ from typing import Any
 
 import jax
 
-from ratelab.claims import Claim
+from ratelab.claims import MODES, Claim
 from ratelab.errors import RatelabError
 from ratelab.runner import Trace
 
-MODES = ("quick", "full")
 RESERVED = ("seed", "seeds", "steps", "log_every", "x64")
 
 
@@ -102,6 +101,10 @@ class Experiment:
                 raise RatelabError(f"unknown setting {key!r} for {self.id}; allowed: {', '.join(sorted(cfg))}")
             cfg[key] = coerce(key, value, cfg[key])
         return cfg
+
+    def claims_in(self, mode: str, cfg: dict[str, Any]) -> list[Claim]:
+        """The claims on ``cfg`` as judged in ``mode`` (each known failure resolved for the mode)."""
+        return [c.in_mode(mode) for c in self.claims(cfg)]
 
     @property
     def package(self) -> str:

@@ -42,11 +42,14 @@ def rows(results: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
-def expected(row: dict) -> bool:
-    """The row is as the registry expects: a PASS that is not WEAK, or a known failure that still does not pass."""
-    if row.get("known_failure"):
-        return row["status"] != "PASS"
+def clean_pass(row: dict) -> bool:
+    """A PASS whose controls do not pass too (a WEAK PASS is no evidence)."""
     return row["status"] == "PASS" and row["power"] != "WEAK"
+
+
+def expected(row: dict) -> bool:
+    """The row is as the registry expects: a clean PASS, or a known failure that still does not pass cleanly."""
+    return clean_pass(row) != bool(row.get("known_failure"))
 
 
 def summary(table: list[dict]) -> str:
@@ -63,7 +66,7 @@ def summary(table: list[dict]) -> str:
             controls += f", {pw[p]} {p}"
     verdicts = f"{by['PASS']} PASS, " + ", ".join(
         f"{by[s]} {s}" + (f" ({known[s]} known, analysed)" if known[s] else "") for s in ("FAIL", "INCONCLUSIVE"))
-    unexpected = sum(r["status"] == "PASS" and bool(r.get("known_failure")) for r in table)
+    unexpected = sum(clean_pass(r) and bool(r.get("known_failure")) for r in table)
     if unexpected:
         verdicts += f", {unexpected} known failure(s) now PASS"
     return f"{n} claims: {verdicts}; {controls}"
@@ -119,7 +122,7 @@ def console_table(table: list[dict]) -> str:
 
 def _status_text(row: dict) -> str:
     if row.get("known_failure"):
-        return f"{row['status']} (known)" if row["status"] != "PASS" else "PASS (known failure!)"
+        return "PASS (known failure!)" if clean_pass(row) else f"{row['status']} (known)"
     return row["status"]
 
 

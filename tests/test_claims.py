@@ -183,3 +183,14 @@ def test_control_definition_errors():
     with pytest.raises(RatelabError, match="has no control 'd'"):
         check(Claim("r", "s", "err", expected=-1.0, tolerance=0.1, controls=(c,)), _trace(_power(-1.0)),
               controls={"d": _trace(_power(-1.0))})
+
+
+def test_known_failure_per_mode_resolves_to_that_mode_and_rejects_other_keys():
+    c = Claim("r", "s", "m", expected=-1.0, tolerance=0.1, known_failure={"full": "too few rounds before the floor"})
+    assert c.in_mode("full").known_failure == "too few rounds before the floor"
+    assert c.in_mode("quick").known_failure == ""
+    plain = Claim("r", "s", "m", expected=-1.0, tolerance=0.1, known_failure="both modes")
+    assert plain.in_mode("quick") is plain and plain.in_mode("full").known_failure == "both modes"
+    for bad in ({"paper": "x"}, {"full": ""}, 3):
+        with pytest.raises(RatelabError, match="known_failure"):
+            Claim("r", "s", "m", expected=-1.0, tolerance=0.1, known_failure=bad)

@@ -31,16 +31,19 @@ def controlled():
     strong = Control("fast-steps", "2 a lambda = 2 > 1: the rate saturates at 1/k", overrides={"a": 1.0})
     weak = Control("other-seed", "a deliberately powerless control: another seed", overrides={"seed": 7})
 
-    def make(exp_id, controls):
+    def make(exp_id, controls, known=""):
         exp = Experiment(
             id=exp_id, paper=base.paper, figure="none", title="controls",
             configs={m: {**base.configs["quick"], "seeds": 200, "steps": 5000} for m in ("quick", "full")},
             execute=base.execute, panels=base.panels,
             claims=lambda cfg: [Claim("rate", "E x_k^2 = Theta(k^-1/2)", "sq_dist_to_opt", expected=-0.5,
-                                      tolerance=0.05, window=(cfg["steps"] / 100, cfg["steps"]), controls=controls)])
+                                      tolerance=0.05, window=(cfg["steps"] / 100, cfg["steps"]), controls=controls,
+                                      known_failure=known)])
         return register(exp)
 
-    exps = [make("test-controlled", (strong,)), make("test-weak", (strong, weak))]
+    exps = [make("test-controlled", (strong,)), make("test-weak", (strong, weak)),
+            make("test-weak-known-quick", (strong, weak), {"quick": "other-seed has no power (deliberately)"}),
+            make("test-weak-known-full", (strong, weak), {"full": "other-seed has no power (deliberately)"})]
     yield exps
     for e in exps:
         unregister(e.id)
@@ -69,3 +72,17 @@ def test_a_weak_claim_exits_1_and_its_main_verdict_is_unchanged(controlled, tmp_
     assert weak["power"] == "WEAK" and "other-seed PASS" in weak["control"]
     assert (weak["status"], weak["measured"], weak["ci"]) == (strong["status"], strong["measured"], strong["ci"])
     assert "## Controls that do not fail" in (out / "REPORT.md").read_text()
+
+
+def test_a_known_failure_of_one_mode_covers_that_mode_only(controlled, tmp_path, capsys):
+    out = tmp_path / "k"
+    # known in quick: the WEAK PASS is as the registry expects (exit 0), reported as known, with the text
+    assert main(["verify", "--only", "test-weak-known-quick", "--out", str(out), "--no-progress"]) == 0
+    (row,) = json.loads((out / "report.json").read_text())["claims"]
+    assert (row["status"], row["power"]) == ("PASS", "WEAK")
+    assert row["known_failure"] == "other-seed has no power (deliberately)"
+    assert "PASS (known)" in capsys.readouterr().out
+    # known in full only: in quick it is an ordinary WEAK claim (exit 1, no known-failure text)
+    assert main(["verify", "--only", "test-weak-known-full", "--out", str(tmp_path / "f"), "--no-progress"]) == 1
+    (row,) = json.loads((tmp_path / "f" / "report.json").read_text())["claims"]
+    assert row["power"] == "WEAK" and row["known_failure"] == ""
