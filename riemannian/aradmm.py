@@ -183,7 +183,7 @@ def aradmm(rho0: Any = 1.0, *, penalty_power: Any = 1.0 / 3.0, step_size: Any = 
         x = problem.manifold.random_point(key, dtype=problem.x0.dtype) if random_init else problem.x0
         y = problem.lin(x)
         if lipschitz is None:
-            lip, a_sq = jnp.linalg.norm(problem.C, 2), jnp.linalg.norm(problem.B, 2) ** 2
+            lip, a_sq = jnp.linalg.norm(problem.C, 2), problem.lin_norm_sq()
         else:
             lip, a_sq = (jnp.asarray(v, x.dtype) for v in lipschitz)
         zero = jnp.zeros((), x.dtype)
@@ -225,5 +225,5 @@ def radmm_parameters(problem: CompositeProblem, eps: float) -> dict[str, float]:
 def step_constants(problem: CompositeProblem) -> tuple[float, float]:
     """(L_f, ||A||^2) = (||C||_2, ||B||_2^2) in NumPy: the Lipschitz constant of grad f(X) = -C X and the squared
     norm of the linear map, the constants of the default step c_eta / (L_f + rho_k ||A||^2)."""
-    return (float(np.linalg.norm(np.asarray(problem.C, float), 2)),
-            float(np.linalg.norm(np.asarray(problem.B, float), 2)) ** 2)
+    a_sq = 1.0 if problem.B is None else float(np.linalg.norm(np.asarray(problem.B, float), 2)) ** 2
+    return float(np.linalg.norm(np.asarray(problem.C, float), 2)), a_sq

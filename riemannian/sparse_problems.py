@@ -14,8 +14,8 @@ These are the test problems of Li, Ma, Srivastava, "A Riemannian ADMM" (arXiv:22
       min_{X in St(n, p)} ||Y^T X||_1     (f = 0, B = Y^T: the linear-map form h(B X) of the paper).
 
 A problem is a pytree (``jax.tree_util.register_dataclass``): arrays ``C`` (f(X) = -1/2 tr(X^T C X)), ``B`` (the
-linear map, the identity for sparse PCA), ``mu`` (the l1 weight) are data; the manifold is static (St(n, p), or
-the sphere S^{n-1} with X a vector of shape (n,)).
+linear map; None for the identity of sparse PCA, applied without a matmul), ``mu`` (the l1 weight) are data; the
+manifold is static (St(n, p), or the sphere S^{n-1} with X a vector of shape (n,)).
 """
 
 from __future__ import annotations
@@ -45,14 +45,15 @@ class CompositeProblem:
 
     Attributes:
       C: ``[n, n]`` symmetric matrix of the smooth part (``A^T A`` for sparse PCA, zero for dictionary learning).
-      B: ``[m, n]`` matrix of the linear map X -> B X inside h (identity for sparse PCA).
+      B: ``[m, n]`` matrix of the linear map X -> B X inside h; None for the identity (sparse PCA), which then costs
+        no n x n matmul per use (a dense eye(n) cost two 2 n^2 p products per RADMM step).
       mu: l1 weight (mu = 0 turns sparse PCA into PCA).
       x0: ``[n, p]`` (``[n]`` on the sphere) initial point on the manifold.
       manifold: St(n, p) or the sphere S^{n-1} (static).
     """
 
     C: Array
-    B: Array
+    B: Array | None
     mu: Array
     x0: Array
     manifold: Stiefel | Sphere = field(metadata=dict(static=True))
@@ -65,12 +66,12 @@ class CompositeProblem:
 
     def lin(self, x: Array) -> Array:
         """The linear map x -> B x."""
-        return self.B @ x
+        return x if self.B is None else self.B @ x
 
     def lin_vjp(self, x: Array, z: Array) -> Array:
         """The adjoint of the map's derivative at x applied to z: B^T z (the map is linear)."""
         del x
-        return self.B.T @ z
+        return z if self.B is None else self.B.T @ z
 
     def h(self, z: Array) -> Array:
         return self.mu * jnp.sum(jnp.abs(z))
@@ -85,7 +86,12 @@ class CompositeProblem:
 
     def lipschitz_h(self) -> Array:
         """Lipschitz constant of h w.r.t. the Frobenius norm: mu sqrt(m p) (a bound on ||subgradient||_F)."""
-        return self.mu * jnp.sqrt(self.B.shape[0] * (self.x0.size // self.x0.shape[0]))
+        m = self.x0.shape[0] if self.B is None else self.B.shape[0]
+        return self.mu * jnp.sqrt(m * (self.x0.size // self.x0.shape[0]))
+
+    def lin_norm_sq(self) -> Array:
+        """||B||_2^2, the squared operator norm of the linear map (1 for the identity)."""
+        return jnp.ones((), self.C.dtype) if self.B is None else jnp.linalg.norm(self.B, 2) ** 2
 
 
 @jax.tree_util.register_dataclass
@@ -181,7 +187,7 @@ def sparse_pca(H: Any = None, *, mu: float, p: int = 1, data: Any = None, manifo
         raise RatelabError(f"p must be 1 on the sphere, got {p}")
     man = Sphere(n) if manifold == "sphere" else Stiefel(n, p)
     x0 = start_point(man, x0, key)
-    return CompositeProblem(C=keep_precision(C, prec), B=keep_precision(np.eye(n), prec),
+    return CompositeProblem(C=keep_precision(C, prec), B=None,
                             mu=keep_precision(mu, prec), x0=keep_precision(x0, prec), manifold=man)
 
 

@@ -273,3 +273,20 @@ def test_bad_input_errors():
         make_sparse_spectral_clustering(jax.random.key(0), dim=1)
     with pytest.raises(RatelabError, match="c_eta"):
         RADMM_SSC.validate(RADMM_SSC.config("quick", {"c_eta": -0.25}))
+
+
+def test_identity_map_without_a_matrix_is_the_dense_identity():
+    # sparse PCA's B = None (lin and its adjoint are the identity, no n x n matmul) runs the same iterates as an
+    # explicit B = eye(n), and the step constants agree
+    import dataclasses
+
+    from riemannian.aradmm import step_constants
+
+    problem = _spca(mu=0.2, n=12, p=3)
+    assert problem.B is None
+    dense = dataclasses.replace(problem, B=jnp.eye(12, dtype=problem.C.dtype))
+    solver = radmm(step_size=0.05, rho=2.0, gamma=0.1)
+    (x, _), (xd, _) = (_iterate(solver, q, 50) for q in (problem, dense))
+    np.testing.assert_allclose(np.asarray(x.x), np.asarray(xd.x), rtol=0, atol=1e-13)
+    assert step_constants(problem) == pytest.approx(step_constants(dense), rel=1e-12)
+    assert float(problem.lipschitz_h()) == pytest.approx(float(dense.lipschitz_h()))
