@@ -2,7 +2,8 @@
 
 Each benchmark runs in its own process. The authors'-loop benchmarks (``rfedsvrg_kpca``, ``radmm_spca``,
 ``pbgd_hyperclean``, ``bc_reset_cliff``) write JSON records that become the summary tables; every benchmark's full
-printout is kept below them, with the command that produced it.
+printout is kept below them, with the command that produced it. The ``verify --full`` section at the end is rendered
+from ``benchmarks/verify_full.json``, the records of ``benchmarks/verify_full.py`` (hours of runs, not repeated here).
 
 Threads: ``--threads 1`` (the default) pins NumPy's BLAS and XLA to one thread each (``OPENBLAS_NUM_THREADS``,
 ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``; ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
@@ -44,6 +45,9 @@ BENCHMARKS = {
     "bc_gap": (["--quick"], ["--quick"], False),
     "scale": ([], ["--devices", "1,2"], False),
     "bilevel_side_by_side": ([], ["--steps", "1000"], False),
+    "bilevel_saba_contraction": ([], [], False),
+    "oop_bandit": ([], ["--quick"], False),
+    "dp_filters": ([], ["--quick"], False),
 }
 
 
@@ -144,6 +148,10 @@ def main() -> int:
         md += [f"### `{shown}`", "", f"exit status {code}, {wall:.0f} s", "", "```", out.strip(), "```", ""]
         if code:
             md += ["stderr (tail):", "", "```", err.strip()[-2000:], "```", ""]
+    import verify_full
+
+    records = json.loads(verify_full.RECORDS.read_text()) if verify_full.RECORDS.exists() else {}
+    md += [verify_full.render({int(k): v for k, v in records.items()}), ""]
     Path(args.out).write_text("\n".join(md) + "\n")
     print(f"wrote {args.out}")
     return 1 if failed else 0

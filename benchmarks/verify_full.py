@@ -126,6 +126,9 @@ def render(records: dict) -> str:
                      f"{cpu / r['wall_s']:.2f} | {r['claims']} of {r['experiments']} experiments | {verdicts} | "
                      f"{r['exit']} | {r['machine']['cores']} cores, {r['machine']['cpu']} | {r['date']} | "
                      f"{r['commit']} |")
+    for r in rows:
+        if r.get("note"):
+            lines += ["", f"Conditions of the `--jobs {r['jobs']}` run: {r['note']}"]
     if len(rows) >= 2:
         a, b = rows[0], rows[1]
         same = a["digest"] == b["digest"]
@@ -160,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adopt", nargs=3, metavar=("JOBS", "LOG", "OUT"), help="record a finished run made by hand")
     p.add_argument("--commit", default=None, help="the commit the runs measured (default: this checkout's HEAD)")
     p.add_argument("--work", type=Path, default=None, help="folder for the runs' outputs (default: a temporary one)")
+    p.add_argument("--note", default="", help="what else ran on the machine during the run(s), kept in the record")
     args = p.parse_args(argv)
     records = {int(k): v for k, v in json.loads(RECORDS.read_text()).items()} if RECORDS.exists() else {}
-    stamp = {"commit": args.commit or _git("rev-parse", "--short", "HEAD"), "machine": _machine()}
+    stamp = {"commit": args.commit or _git("rev-parse", "--short", "HEAD"), "machine": _machine(),
+             **({"note": args.note} if args.note else {})}
     if args.adopt:
         jobs = int(args.adopt[0])
         records[jobs] = {**stamp, **adopt(jobs, Path(args.adopt[1]), Path(args.adopt[2]))}

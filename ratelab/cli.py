@@ -230,10 +230,10 @@ def _cmd_run(args: argparse.Namespace, ids: list[str] | None) -> int:
     for path in args.modules:
         load_module(path)
     (exp,) = [get(i) for i in ids]
-    plan(exp, args.mode, overrides)  # every input error before any compute
+    planned = plan(exp, args.mode, overrides)  # every input error before any compute
     prepare_out(args.out)
     result = run_experiment(exp, args.mode, out=args.out, overrides=overrides, force=args.force,
-                            progress=args.progress, log=_log)
+                            progress=args.progress, log=_log, planned=planned)
     table = rows([result])
     print(console_table(table))
     print(f"\nfigure: {Path(args.out) / exp.id / 'figure.png'}")

@@ -193,9 +193,12 @@ def _reuse(exp_id: str, folder: Path, chash: str, code: str, log: Callable[[str]
 
 def run_experiment(exp: Experiment, mode: str = "quick", *, out: str | os.PathLike = "results",
                    overrides: dict[str, Any] | None = None, force: bool = False, progress: bool | None = None,
-                   log: Callable[[str], None] = lambda msg: None) -> dict:
-    """Run one experiment (or reuse its result) and return the content of its ``result.json``."""
-    cfg, claims = plan(exp, mode, overrides)
+                   log: Callable[[str], None] = lambda msg: None,
+                   planned: tuple[dict, list[Claim]] | None = None) -> dict:
+    """Run one experiment (or reuse its result) and return the content of its ``result.json``. ``planned``:
+    what :func:`plan` returned for the same arguments, when the caller has already checked them (not planned
+    twice)."""
+    cfg, claims = planned if planned is not None else plan(exp, mode, overrides)
     folder = prepare_out(Path(out) / exp.id)
     with folder_lock(folder, log):  # one writer per folder; a waiter then reuses what the first one wrote
         return _run_locked(exp, mode, cfg, claims, folder, overrides, force, progress, log)
@@ -476,8 +479,7 @@ def verify(ids: list[str] | tuple[str, ...] | None = None, mode: str = "quick", 
     for path in modules:
         load_module(path)
     exps = [get(i) for i in dict.fromkeys(ids)] if ids else experiments()
-    for exp in exps:
-        plan(exp, mode, overrides)
+    plans = {exp.id: plan(exp, mode, overrides) for exp in exps}  # every input error before any compute
     jobs = auto_jobs(exps) if jobs is None else jobs
     prepare_out(out)
     if scheduler is not None:
@@ -485,8 +487,8 @@ def verify(ids: list[str] | tuple[str, ...] | None = None, mode: str = "quick", 
     elif jobs > 1 and len(exps) > 1:
         results = _run_parallel(exps, mode, out, overrides, force, min(jobs, len(exps)), progress, log, modules)
     else:
-        results = [run_experiment(e, mode, out=out, overrides=overrides, force=force, progress=progress, log=log)
-                   for e in exps]
+        results = [run_experiment(e, mode, out=out, overrides=overrides, force=force, progress=progress, log=log,
+                                  planned=plans[e.id]) for e in exps]
     with folder_lock(out, log):  # two verifies into one folder: one report pair at a time
         md, js = write_report(out, results, mode)
         write_page(out)  # index.html, from the files just written

@@ -42,3 +42,5 @@ def test_adopt_reads_time_v_log_and_render_compares(tmp_path):
     text = verify_full.render({1: one, 2: two})
     assert "2.00x" in text and "identical" in text
     assert "DIFFER" in verify_full.render({1: {**one, "digest": "0" * 64}, 2: two})
+    noted = verify_full.render({1: {**one, "note": "a test suite ran beside it"}, 2: two})
+    assert "\n\nConditions of the `--jobs 1` run: a test suite ran beside it" in noted
