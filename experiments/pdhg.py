@@ -153,9 +153,11 @@ def _study(inst: dict[str, Any], step_factor: jax.Array, steps: int, check_every
 
 def fit_window(rel_kkt: np.ndarray) -> tuple[int, int]:
     """The pre-registered fit window: from the first check with KKT <= 1e-3 KKT_0 (else the first check) to the first
-    later check with KKT <= 1e-9 KKT_0 (else the last)."""
+    later check with KKT <= 1e-9 KKT_0 (else the last); at least two checks, so a run that first reaches 1e-3 at the
+    last check is fitted on the last two (one point has no slope: the full run of a7d264f had one such seed, the
+    plain arm's seed 53 of 64, where ``np.polyfit`` warned and returned an arbitrary slope)."""
     below = np.flatnonzero(rel_kkt <= LOW)
-    i1 = int(below[0]) if below.size else 0
+    i1 = min(int(below[0]), max(rel_kkt.size - 2, 0)) if below.size else 0
     done = np.flatnonzero(rel_kkt[i1:] <= HIGH)
     i2 = i1 + int(done[0]) if done.size else rel_kkt.size - 1
     return i1, max(i2, min(i1 + 1, rel_kkt.size - 1))

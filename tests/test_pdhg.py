@@ -2,6 +2,7 @@
 only feasible point against power iteration, the PDHG-Net layer identity, the derived local theory, and bad input."""
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -163,6 +164,12 @@ def test_fit_window_and_speed_on_exact_geometric_curves():
     assert iters_per_decade_speed(x, curve, 400.0) == pytest.approx(1.0, rel=1e-12)
     assert iters_per_decade_speed(x, 10 ** (x / 1000), 400.0) == pytest.approx(-0.4, rel=1e-12)
     assert iters_per_decade_speed(x, np.full(100, 1e30), 400.0) == pytest.approx(0.0, abs=1e-12)
+    # a curve that first reaches 1e-3 at the last check: fitted on the last two checks, its exact slope, no warning
+    late = 10 ** (-3.0 * x / x[-1])
+    assert fit_window(late) == (98, 99)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert iters_per_decade_speed(x, late, x[-1] / 3) == pytest.approx(1.0, rel=1e-9)
 
 
 def test_predicted_iters_per_decade_from_the_sinc_root():
