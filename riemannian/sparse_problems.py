@@ -46,7 +46,8 @@ class CompositeProblem:
     Attributes:
       C: ``[n, n]`` symmetric matrix of the smooth part (``A^T A`` for sparse PCA, zero for dictionary learning).
       B: ``[m, n]`` matrix of the linear map X -> B X inside h; None for the identity (sparse PCA), which then costs
-        no n x n matmul per use (a dense eye(n) cost two 2 n^2 p products per RADMM step).
+        no n x n matmul per use (a dense eye(n) made one RADMM step with its metrics 364 MFLOP instead of 164 at
+        n = 500, p = 100, by XLA's cost analysis).
       mu: l1 weight (mu = 0 turns sparse PCA into PCA).
       x0: ``[n, p]`` (``[n]`` on the sphere) initial point on the manifold.
       manifold: St(n, p) or the sphere S^{n-1} (static).
