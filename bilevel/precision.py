@@ -50,4 +50,4 @@ def float_array(name: str, value: Any, dtype: Any = None) -> Any:
         arr = arr.astype(float)
     if arr.dtype.itemsize > 4 and not jax.config.jax_enable_x64:
         return arr
-    return jnp.asarray(arr)
+    return jax.device_put(arr)  # a transfer; jnp.asarray compiles a copy program per new shape (jax 0.10)

@@ -35,9 +35,9 @@ from ratelab.claims import Claim, Control
 from ratelab.errors import RatelabError
 from ratelab.rates import running_mean
 from ratelab.registry import Experiment, Panel, Paper, register
-from ratelab.runner import Trace, sweep, trace_from_arrays
+from ratelab.runner import Trace, sweep, sweep_row, trace_from_arrays
 from ratelab.schedules import power_decay
-from ratelab.validate import check_positive, is_traced
+from ratelab.validate import check_positive
 from rl_theory.a3c import a3c_td0, paper_steps
 from rl_theory.linear_mdp import LinearMDP, make_linear_mdp
 
@@ -82,22 +82,13 @@ def _mdp(cfg: dict[str, Any]) -> LinearMDP:
                            n_actions=cfg["n_actions"], feature_dim=cfg["feature_dim"], gamma=cfg["gamma"])
 
 
-def pick(table: Any, i: Any) -> tuple:
-    """Row ``i`` of a static table: Python floats for a concrete i (the sweep's up-front checks), traced entries
-    inside the sweep."""
-    if is_traced(i):
-        rows = jnp.asarray(np.asarray(table, dtype=float))[jnp.asarray(i).astype(jnp.int32)]
-        return tuple(rows[j] for j in range(rows.shape[0]))
-    return tuple(float(v) for v in np.asarray(table, dtype=float)[int(i)])
-
-
 @functools.lru_cache(maxsize=4)
 def _make(c1: float, c2: float, max_workers: int, radius: float, table: tuple):
     """One ``make`` per setting table: sweep value i runs row i (N, step scale, sigma1), all traced."""
     paper_steps(c1, c2)
 
     def make(i):
-        n, scale, power = pick(table, i)
+        n, scale, power = sweep_row(table, i)
         return a3c_td0(power_decay(c1 * scale, 1.0, power), power_decay(c2 * scale, 1.0, 0.4), num_workers=n,
                        max_workers=max_workers, radius=radius)
 
@@ -127,7 +118,7 @@ def worker_sweep(cfg: dict[str, Any], key: jax.Array, chunks: int = 1) -> Trace:
 @functools.lru_cache(maxsize=4)
 def _reference_levels(items: tuple) -> tuple[float, float]:
     mdp = _mdp(dict(items))
-    return float(mdp.J(jnp.zeros(mdp.theta_dim, mdp.phi.dtype))), mdp.optimal_J()
+    return float(jax.jit(mdp.J)(jnp.zeros(mdp.theta_dim, mdp.phi.dtype))), mdp.optimal_J()
 
 
 def target_reward(cfg: dict[str, Any]) -> float:

@@ -36,6 +36,7 @@ from rl_theory.imitation import (
     bcu_study,
     mimic_study,
     stack_mdps,
+    stack_trees,
     state_action_features,
 )
 from rl_theory.tabular import lower_bound_rho, reset_cliff, reset_cliff_expert
@@ -252,7 +253,7 @@ def seeded_cliffs(cfg: dict[str, Any], horizon: int, rho: Any = None, decoys: in
     rng = np.random.default_rng(cfg["seed"])
     mdps = [reset_cliff(S, A, horizon, rho, expert_actions=ae, decoys=decoys)
             for ae in rng.integers(0, A, (cfg["seeds"], S - 1))]
-    return stack_mdps(mdps), jnp.stack([reset_cliff_expert(m) for m in mdps])
+    return stack_mdps(mdps), stack_trees([reset_cliff_expert(m) for m in mdps])
 
 
 def _validate_bcu(cfg: dict[str, Any]) -> None:
@@ -395,8 +396,7 @@ def _mimic_instances(cfg: dict[str, Any], horizon: int, ns: np.ndarray) -> tuple
     rho_of = (lambda n: lower_bound_rho(S, int(ns[-1]))) if cfg["instance"] == "fixed" else (
         lambda n: lower_bound_rho(S, int(n)))
     stacks = [seeded_cliffs(cfg, horizon, rho_of(n), decoys=1) for n in ns]
-    return (jax.tree_util.tree_map(lambda *x: jnp.stack(x, axis=1), *[m for m, _ in stacks]),
-            jnp.stack([p for _, p in stacks], axis=1))
+    return stack_trees([m for m, _ in stacks], axis=1), stack_trees([p for _, p in stacks], axis=1)
 
 
 def _execute_mimic_n(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:

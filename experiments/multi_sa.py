@@ -26,14 +26,13 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ratelab.claims import Claim, Control
 from ratelab.errors import RatelabError
 from ratelab.rates import running_mean
 from ratelab.registry import Experiment, Panel, Paper, register
-from ratelab.runner import Trace, sweep, trace_from_arrays
+from ratelab.runner import Trace, sweep, sweep_row, trace_from_arrays
 from rl_theory.multi_sa import (
     asymptotic_constants,
     exact_block_second_moment,
@@ -96,8 +95,7 @@ def power_sweep(cfg: dict[str, Any], problem: Any, powers: dict[str, tuple[float
     c, k0, m = cfg["c"], cfg["k0"], table.shape[1]
 
     def make(i):
-        row = jnp.asarray(table)[jnp.asarray(i).astype(jnp.int32)]
-        return multi_sa(timescale_steps((c,) * m, tuple(row[j] for j in range(m)), k0))
+        return multi_sa(timescale_steps((c,) * m, sweep_row(table, i), k0))
 
     tr = sweep(make, np.arange(len(names), dtype=float), problem, key, steps=cfg["steps"], seeds=cfg["seeds"],
                log_every=cfg["log_every"], x64=cfg["x64"], chunks=run_kw.get("chunks", 1),
@@ -298,7 +296,7 @@ def _nonconvex_run(cfg: dict[str, Any], key: jax.Array, **run_kw: Any) -> Trace:
     table = np.array([(K, p) for p in (0.5, CONTROL_STEP_POWER) for K in Ks], dtype=float)
 
     def make(i):
-        K, p = (jnp.asarray(table)[jnp.asarray(i).astype(jnp.int32), j] for j in (0, 1))
+        K, p = sweep_row(table, i)
         scale = K ** -p
         return multi_sa((cx * scale, c * scale, c * scale))
 

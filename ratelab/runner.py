@@ -41,7 +41,7 @@ from ratelab import progress as _progress
 from ratelab.budget import check_run_memory
 from ratelab.errors import RatelabError
 from ratelab.solver import Solver
-from ratelab.validate import check_choice, check_positive_int
+from ratelab.validate import check_choice, check_positive_int, is_traced
 
 AGGREGATES = ("last", "mean", "min")
 
@@ -560,6 +560,16 @@ def run(solver: Solver, problem: Any, key: Any, *, steps: int, seeds: int = 1, l
     return _execute(lambda _: solver, None, problem, key, steps=steps, seeds=seeds, log_every=log_every,
                     aggregate=aggregate, chunks=chunks, progress=progress, checkpoint=checkpoint, x64=x64,
                     on_chunk=on_chunk, identity=solver)
+
+
+def sweep_row(table: Any, i: Any) -> tuple:
+    """Row ``i`` of a static settings table, for a ``make`` of :func:`sweep` that indexes one: Python floats for a
+    concrete ``i`` (the sweep's up-front checks, computed without a jax program), traced entries inside the sweep."""
+    arr = np.asarray(table, dtype=float)
+    if is_traced(i):
+        row = jnp.asarray(arr)[jnp.asarray(i).astype(jnp.int32)]
+        return tuple(row[j] for j in range(arr.shape[1]))
+    return tuple(float(v) for v in arr[int(i)])
 
 
 def sweep(make: Callable[[Any], Any], values: Any, problem: Any, key: Any, *, steps: int, seeds: int = 1,

@@ -39,7 +39,7 @@ def keep_precision(value: Any, dtype: Any = None) -> Any:
     arr = np.asarray(value).astype(dt, copy=False)
     if dt.itemsize > 4 and not jax.config.jax_enable_x64:
         return arr
-    return jnp.asarray(arr)
+    return jax.device_put(arr)  # a transfer; jnp.asarray compiles a copy program per new shape (jax 0.10)
 
 
 def symmetric_matrices(name: str, value: Any, *, definite: str | None = None, batched: bool = False,

@@ -226,11 +226,23 @@ def bc_gap_given_unseen_reset_cliff(rho: jax.Array, unseen: jax.Array, n_actions
 # ----------------------------------------------------------------------------------------------- studies
 
 
+def stack_trees(trees: list[Any], axis: int = 0) -> Any:
+    """Stack pytrees of equal structure leaf by leaf along a new ``axis``: on the host when every leaf is concrete
+    (``np.stack`` and one transfer: no jax program per leaf shape, which eager ``jnp.stack`` compiles), else with
+    ``jnp.stack``. The same values and dtypes either way."""
+    def stack(*xs):
+        if any(is_traced(x) for x in xs):
+            return jnp.stack(xs, axis=axis)
+        return jax.device_put(np.stack([np.asarray(x) for x in xs], axis=axis))
+
+    return jax.tree_util.tree_map(stack, *trees)
+
+
 def stack_mdps(mdps: list[Any]) -> Any:
     """Stack instances of equal sizes along a new leading axis (to ``vmap`` over them)."""
     if not mdps:
         raise RatelabError("mdps must hold at least one instance")
-    return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *mdps)
+    return stack_trees(mdps)
 
 
 def _over_seeds(f: Any, keys: jax.Array, seed_batch: int) -> Any:

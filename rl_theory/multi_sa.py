@@ -504,7 +504,7 @@ def jacobian_at_root(problem: Any) -> np.ndarray:
     """The Jacobian of the joint mean field H at the root z* (forward mode, float64 where enabled)."""
     dims = problem.dims
     z_star = jnp.concatenate(problem.solution())
-    jac = jax.jacfwd(lambda v: jnp.concatenate(problem.mean_field(_split(v, dims))))(z_star)
+    jac = jax.jit(jax.jacfwd(lambda v: jnp.concatenate(problem.mean_field(_split(v, dims)))))(z_star)  # one program
     return np.asarray(jac, dtype=float)
 
 

@@ -37,6 +37,23 @@ def test_savez_round_trip(tmp_path):
             assert np.array_equal(z[k], v)
 
 
+def test_savez_deflates_what_compresses_stores_noise_and_writes_equal_bytes_for_equal_arrays(tmp_path):
+    import zipfile
+
+    rng = np.random.default_rng(0)
+    arrays = {"noise": rng.standard_normal(100_000), "ramp": np.repeat(np.arange(100.0), 1000),
+              "flag": np.array(True), "empty": np.zeros((0, 3), np.float32), "names": np.array(["a", "bc"])}
+    atomic_savez(tmp_path / "a.npz", arrays)
+    with zipfile.ZipFile(tmp_path / "a.npz") as zf:
+        kinds = {i.filename: i.compress_type for i in zf.infolist()}
+    assert kinds["noise.npy"] == zipfile.ZIP_STORED and kinds["ramp.npy"] == zipfile.ZIP_DEFLATED
+    with np.load(tmp_path / "a.npz") as z:
+        for k, v in arrays.items():
+            assert z[k].dtype == v.dtype and z[k].shape == v.shape and np.array_equal(z[k], v)
+    atomic_savez(tmp_path / "b.npz", arrays)  # fixed entry timestamps: the bytes depend on the arrays only
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+
+
 def test_written_files_get_ordinary_permissions(tmp_path):
     import os
 
