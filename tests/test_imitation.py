@@ -25,6 +25,7 @@ from rl_theory.imitation import (
     nbcu,
     nbcu_population_policy,
     stack_mdps,
+    stack_trees,
     state_action_features,
     wbcu,
 )
@@ -576,3 +577,15 @@ def test_masked_budgets_equal_direct_runs():
     assert masked_m[0] == pytest.approx(direct_m, abs=1e-12)
     assert masked_o[0] == pytest.approx(direct_o, abs=1e-12)
     assert masked_m[1] == pytest.approx(float(f_m(jnp.int32(16))), abs=1e-12)
+
+
+def test_stack_trees_on_the_host_equals_jnp_stack_and_traces_inside_jit():
+    trees = [{"p": jnp.full((3, 2), float(i)), "n": jnp.arange(4, dtype=jnp.int32) + i} for i in range(5)]
+    for axis in (0, 1):
+        got = stack_trees(trees, axis=axis)
+        want = jax.tree.map(lambda *x, a=axis: jnp.stack(x, axis=a), *trees)
+        for k in want:
+            assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape
+            assert np.array_equal(got[k], want[k])
+    traced = jax.jit(lambda ts: stack_trees(ts, axis=1))(trees)  # tracers: stacked with jnp.stack
+    assert np.array_equal(traced["p"], stack_trees(trees, axis=1)["p"])
