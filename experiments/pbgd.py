@@ -52,6 +52,7 @@ a finite sum for a linearly convergent run).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from typing import Any
 
@@ -100,7 +101,16 @@ def _gammas(cfg: dict[str, Any]) -> np.ndarray:
 
 
 def _quadratic(cfg: dict[str, Any]):
-    return make_quadratic(jax.random.key(cfg["problem_seed"]), dx=cfg["dx"], dy=cfg["dy"], mu=cfg["mu"], L=cfg["L"])
+    x64 = bool(jax.config.jax_enable_x64)
+    return _quadratic_of(cfg["problem_seed"], cfg["dx"], cfg["dy"], cfg["mu"], cfg["L"], x64)
+
+
+@functools.lru_cache(maxsize=8)
+def _quadratic_of(problem_seed: int, dx: int, dy: int, mu: float, L: float, x64: bool):
+    """One instance per setting and x64 mode (its arrays' kind follows the mode: :func:`bilevel.precision.
+    float_array`), so validate, execute and each panel's closed form share one draw."""
+    del x64  # part of the cache key only
+    return make_quadratic(jax.random.key(problem_seed), dx=dx, dy=dy, mu=mu, L=L)
 
 
 def _penalty(cfg: dict[str, Any], g: Any) -> Any:
