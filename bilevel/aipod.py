@@ -276,7 +276,7 @@ def aipod_variant(step_size: Any, lower_step_size: Any, *, projection_interval: 
         del key
         x = problem.project_x(problem.x0)
         y = problem.project_y(x, problem.y0)
-        z = jnp.zeros((), x.dtype)
+        z = jnp.zeros((), jnp.result_type(x))  # x may be a NumPy float64 array while x64 is off
         return AiPODState(x, y, jnp.zeros_like(y), jnp.zeros((), jnp.int32), z, z, z, z)
 
     def sample(problem: EqBilevelQuadratic, key: jax.Array, n: int) -> AiPODSample:
