@@ -12,6 +12,7 @@ Solvers and schedules
 Running
     run                 ``jit(vmap(lax.scan))`` of a solver over seeds: a Trace
     sweep               ``run`` vmapped over a hyperparameter, with common random numbers
+    sweep_row           row i of a sweep's settings table: floats when i is concrete, traced entries inside
     Trace               what a run produced: steps, metrics ``[*sweep, seeds, n]``, divergence, timings
     trace_from_arrays   a Trace from curves over any x (a penalty, a dataset size, a dimension)
     call                compile and run one jitted function, timed, with a progress line
@@ -59,7 +60,8 @@ __version__ = "0.1.0"
 _WHERE = {
     "Solver": "solver", "split_keys": "solver",
     "harmonic": "schedules", "power_decay": "schedules", "as_schedule": "schedules",
-    "run": "runner", "sweep": "runner", "Trace": "runner", "trace_from_arrays": "runner", "call": "runner",
+    "run": "runner", "sweep": "runner", "sweep_row": "runner", "Trace": "runner", "trace_from_arrays": "runner",
+    "call": "runner",
     "enable_cache": "cache",
     "fit_power_law": "rates", "fit_constant": "rates", "fit_level": "rates", "fit_sample_complexity": "rates",
     "samples_to_reach": "rates", "running_mean": "rates", "running_min": "rates",

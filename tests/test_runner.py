@@ -227,3 +227,12 @@ def test_call_compiler_options_are_part_of_the_program_key(monkeypatch):
     c, _ = call(f, x, progress=False, compiler_options=dict(opts))
     assert len(runner._CACHE) == n + 1 and b == c  # reused
     np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_sweep_row_gives_floats_when_concrete_and_the_same_row_when_traced():
+    from ratelab.runner import sweep_row
+
+    table = np.array([[1.0, 0.5, 0.6], [16.0, 0.0625, 1.0]])
+    assert sweep_row(table, 1) == (16.0, 0.0625, 1.0) and all(type(v) is float for v in sweep_row(table, 1))
+    traced = jax.jit(lambda i: jnp.stack(sweep_row(table, i)))(jnp.asarray(1.0))
+    assert np.array_equal(np.asarray(traced), table[1])
