@@ -31,7 +31,7 @@ import numpy as np
 from ratelab.errors import RatelabError
 from ratelab.mdp import evaluate, occupancy, policy_kernel, q_from_v
 from ratelab.validate import check_choice, check_in_range, check_positive_int
-from rl_theory.precision import storage_dtype
+from rl_theory.precision import device_array, storage_dtype
 
 POLICIES = ("tabular", "features")
 
@@ -189,9 +189,9 @@ def _assemble(P: np.ndarray, R: np.ndarray, phi: np.ndarray, X: np.ndarray, e: n
     cdf[..., -1] = 1.0
     ecdf = np.cumsum(e)
     ecdf[-1] = 1.0
-    return LinearMDP(P=jnp.asarray(P, dt), P_cdf=jnp.asarray(cdf, dt), R=jnp.asarray(R, dt), eta=jnp.asarray(e, dt),
-                     eta_cdf=jnp.asarray(ecdf, dt), phi=jnp.asarray(phi, dt), X=jnp.asarray(X, dt),
-                     gamma=jnp.asarray(gamma, dt), r_max=float(R.max()), tabular=tabular)
+    return LinearMDP(P=device_array(P, dt), P_cdf=device_array(cdf, dt), R=device_array(R, dt),
+                     eta=device_array(e, dt), eta_cdf=device_array(ecdf, dt), phi=device_array(phi, dt),
+                     X=device_array(X, dt), gamma=device_array(gamma, dt), r_max=float(R.max()), tabular=tabular)
 
 
 def _finite(name: str, value: Any, ndim: int, shape: tuple, why: str) -> np.ndarray:

@@ -35,7 +35,7 @@ from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule, power_decay
 from ratelab.solver import Solver
 from ratelab.validate import check_nonnegative, check_positive, check_positive_int
-from rl_theory.precision import storage_dtype
+from rl_theory.precision import device_array, storage_dtype
 
 Tup = tuple[jax.Array, ...]
 
@@ -351,9 +351,9 @@ def bilevel_sa(*, H: Any, B: Any, c: Any, rho: float, x0: Any, sigma: float = 0.
     check_positive("sigma", sigma)
     dt = storage_dtype(dtype, H=H, B=B, c=c, x0=x0)
     zero = jnp.zeros(dy, dt)
-    return BilevelSA(H=jnp.asarray(H_, dt), H_inv=jnp.asarray(np.linalg.inv(H_), dt), B=jnp.asarray(B_, dt),
-                     c=jnp.asarray(c_, dt), rho=jnp.asarray(rho, dt), sigma=jnp.full((3,), sigma, dt),
-                     z0=(jnp.asarray(x0_, dt), zero, zero), dims=(dx, dy, dy), names=("x", "y", "w"))
+    return BilevelSA(H=device_array(H_, dt), H_inv=device_array(np.linalg.inv(H_), dt), B=device_array(B_, dt),
+                     c=device_array(c_, dt), rho=device_array(rho, dt), sigma=jnp.full((3,), sigma, dt),
+                     z0=(device_array(x0_, dt), zero, zero), dims=(dx, dy, dy), names=("x", "y", "w"))
 
 
 def make_coupled_nonlinear(key: jax.Array, *, dim: int = 3, lam: tuple[float, float] = (1.5, 1.0),
@@ -373,9 +373,9 @@ def make_coupled_nonlinear(key: jax.Array, *, dim: int = 3, lam: tuple[float, fl
     z0 = zs + z0_scale * rng.standard_normal((2, dim))
     dt = storage_dtype()
     return CoupledNonlinearSA(
-        lam=jnp.asarray(lam, dt), Cx=jnp.asarray(_scaled(rng, (dim, dim), coupling), dt),
-        Cy=jnp.asarray(_scaled(rng, (dim, dim), coupling), dt), sigma=jnp.full((2,), sigma, dt),
-        z0=tuple(jnp.asarray(v, dt) for v in z0), z_star=tuple(jnp.asarray(v, dt) for v in zs),
+        lam=device_array(lam, dt), Cx=device_array(_scaled(rng, (dim, dim), coupling), dt),
+        Cy=device_array(_scaled(rng, (dim, dim), coupling), dt), sigma=jnp.full((2,), sigma, dt),
+        z0=tuple(device_array(v, dt) for v in z0), z_star=tuple(device_array(v, dt) for v in zs),
         dims=(dim, dim), names=("x", "y"))
 
 
@@ -398,9 +398,9 @@ def make_bilevel_nonconvex(key: jax.Array, *, dim: int = 4, lam_min: float = 1.0
     x0 = x0_scale * rng.standard_normal(dim)
     dt = storage_dtype()
     zero = jnp.zeros(dim, dt)
-    return BilevelSA(H=jnp.asarray(H, dt), H_inv=jnp.asarray(np.linalg.inv(H), dt), B=jnp.asarray(B, dt),
-                     c=jnp.asarray(c, dt), rho=jnp.asarray(rho, dt),
-                     sigma=jnp.full((3,), sigma, dt), z0=(jnp.asarray(x0, dt), zero, zero), dims=(dim,) * 3,
+    return BilevelSA(H=device_array(H, dt), H_inv=device_array(np.linalg.inv(H), dt), B=device_array(B, dt),
+                     c=device_array(c, dt), rho=device_array(rho, dt),
+                     sigma=jnp.full((3,), sigma, dt), z0=(device_array(x0, dt), zero, zero), dims=(dim,) * 3,
                      names=("x", "y", "w"))
 
 

@@ -102,3 +102,18 @@ def test_chung_formulas_and_their_domain():
 def test_bad_inputs_name_the_argument(call, message):
     with pytest.raises(RatelabError, match=message):
         call()
+
+
+def test_device_array_equals_jnp_asarray_without_a_program():
+    from rl_theory.precision import device_array
+
+    rng = np.random.default_rng(3)
+    for value in (rng.standard_normal((5, 3)), 0.9, [1.0, 2.5], rng.standard_normal(4).astype(np.float32)):
+        for dt in (jnp.float32, jnp.result_type(float)):
+            got, want = device_array(value, dt), jnp.asarray(value, dt)
+            assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+    with jax.enable_x64(True):
+        x = rng.standard_normal(6)
+        assert device_array(x, jnp.float64).dtype == jnp.float64 and np.array_equal(device_array(x, jnp.float64), x)
+    traced = jax.jit(lambda v: device_array(v, jnp.float32) * 2)(jnp.arange(3.0))
+    assert np.array_equal(traced, 2 * np.arange(3.0))
