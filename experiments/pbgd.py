@@ -68,7 +68,7 @@ from bilevel.pbgd import g_pbgd, linear_ramp, penalty_scaled, v_pbgd
 from ratelab.claims import Claim, Control
 from ratelab.errors import RatelabError
 from ratelab.registry import Experiment, Panel, Paper, register
-from ratelab.runner import Trace, as_keys, run, sweep, trace_from_arrays
+from ratelab.runner import Trace, as_keys, run, sweep, sweep_row, trace_from_arrays
 from ratelab.solver import Solver
 from ratelab.validate import check_positive, is_traced
 
@@ -278,7 +278,7 @@ def _make_floor(cfg: dict[str, Any]):
         lr, steps = cfg["lr"], cfg["inner_steps"]
 
         def make(v: Any):
-            g, pen, beta = jnp.asarray(table)[jnp.asarray(v).astype(jnp.int32)] if is_traced(v) else table[int(v)]
+            g, pen, beta = sweep_row(table, v)
             return v_pbgd(x_optimizer=lr / (1 + g), y_optimizer=lr / (1 + g), gamma=pen, inner_steps=steps,
                           inner_lr=beta)
 
@@ -648,10 +648,9 @@ def _clean_pbgd(cfg: dict[str, Any], model: str):
     if ident in _CLEAN_MAKERS:
         return _CLEAN_MAKERS[ident]
     ramp = linear_ramp(cfg[f"gamma_max{m}"], max(1, int(cfg[f"ramp_frac{m}"] * cfg["steps"])))
-    arr = np.asarray(table, dtype=float)
 
     def make(row: Any):
-        ss, ps = (jnp.asarray(arr)[row] if is_traced(row) else table[int(row)])
+        ss, ps = sweep_row(table, row)
 
         def gamma(k):
             return ps * ramp(k)

@@ -149,6 +149,9 @@ def stochastic_rayleigh(A: Any, *, sigma: float = 1.0, p: int = 1, manifold: str
     return StochasticRayleigh(**{k: keep_precision(a, prec) for k, a in arrays.items()}, manifold=m)
 
 
+_draw = jax.jit(normal_draws, static_argnums=(1, 2))  # an instance's draws: one program each, not draw + reshape
+
+
 def make_stochastic_rayleigh(key: jax.Array, *, n: int, p: int = 1, sigma: float = 1.0, gap: float = 0.5,
                              manifold: str = "sphere", ambient: int | None = None,
                              dtype: Any = None) -> StochasticRayleigh:
@@ -164,11 +167,10 @@ def make_stochastic_rayleigh(key: jax.Array, *, n: int, p: int = 1, sigma: float
     if p >= n or (manifold == "sphere" and p != 1):
         raise RatelabError(f"need 1 <= p < n (p = 1 on the sphere), got n={n}, p={p}, manifold={manifold!r}")
     k_q, k_x = jax.random.split(key)
-    draw = jax.jit(normal_draws, static_argnums=(1, 2))  # one program per draw, not the draw and its reshape
-    q, _ = np.linalg.qr(np.asarray(draw(k_q, (n, n), jnp.float32), dtype=float))
+    q, _ = np.linalg.qr(np.asarray(_draw(k_q, (n, n), jnp.float32), dtype=float))
     lam = np.concatenate([np.zeros(p), np.linspace(gap, 1.0, n - p)])
     shape = (n,) if manifold == "sphere" else (n, p)
-    x0 = np.asarray(draw(k_x, shape, jnp.float32), dtype=float)
+    x0 = np.asarray(_draw(k_x, shape, jnp.float32), dtype=float)
     x0 = x0 / np.linalg.norm(x0) if manifold == "sphere" else np.linalg.qr(x0)[0]
     A = (q * lam) @ q.T
     return stochastic_rayleigh(0.5 * (A + A.T), sigma=sigma, p=p, manifold=manifold, x0=x0, ambient=ambient,

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ratelab.errors import RatelabError
+from ratelab.validate import is_traced
 
 
 def _lossy_in_float32(value: Any) -> bool:
@@ -58,6 +59,6 @@ def device_array(value: Any, dtype: Any) -> jax.Array:
     """``jnp.asarray(value, dtype)`` for host data, as one transfer: the cast is NumPy's (the same rounding) and no
     jax program is compiled (jax 0.10 compiles a conversion or copy program per new shape for ``jnp.asarray``, about
     12-45 ms each). Traced values go through ``jnp.asarray``."""
-    if isinstance(value, jax.core.Tracer):
+    if is_traced(value):
         return jnp.asarray(value, dtype)
     return jax.device_put(np.asarray(value, dtype))
