@@ -107,15 +107,21 @@ def assign_blocks(groups: np.ndarray, n_own: int) -> tuple[np.ndarray, np.ndarra
     return groups.reshape(-1)[src].reshape(B, m), src
 
 
+def block_rotation(n_blocks: int, block_dim: int, rng: np.random.Generator, *, mix: bool = False) -> np.ndarray:
+    """A ``[d, d]`` orthogonal Q (d = n_blocks block_dim): block-diagonal with a random orthogonal block per Hessian
+    block (``mix``: one dense random orthogonal matrix, no block structure in the coordinates)."""
+    if mix:
+        return ortho_group.rvs(n_blocks * block_dim, random_state=rng)
+    m = block_dim
+    q = np.zeros((n_blocks * m, n_blocks * m))
+    for b in range(n_blocks):
+        q[b * m:(b + 1) * m, b * m:(b + 1) * m] = ortho_group.rvs(m, random_state=rng) if m > 1 else 1.0
+    return q
+
+
 def rotated_blocks(spectra: np.ndarray, rng: np.random.Generator, *, mix: bool = False) -> tuple[np.ndarray,
                                                                                                   np.ndarray]:
-    """``(H, Q)``: H = Q diag(spectra.ravel()) Q^T, Q block-diagonal with a random orthogonal block per Hessian block
-    (``mix``: one dense random orthogonal Q, the same spectrum with no block structure in the coordinates)."""
-    n_blocks, m = spectra.shape
-    if mix:
-        q = ortho_group.rvs(n_blocks * m, random_state=rng)
-    else:
-        q = np.zeros((n_blocks * m, n_blocks * m))
-        for b in range(n_blocks):
-            q[b * m:(b + 1) * m, b * m:(b + 1) * m] = ortho_group.rvs(m, random_state=rng) if m > 1 else 1.0
+    """``(H, Q)``: H = Q diag(spectra.ravel()) Q^T, Q from :func:`block_rotation` (``mix``: dense, the same spectrum
+    with no block structure in the coordinates)."""
+    q = block_rotation(*spectra.shape, rng, mix=mix)
     return (q * spectra.ravel()) @ q.T, q
