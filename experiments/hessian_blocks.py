@@ -85,7 +85,19 @@ fixed beta = 0.9 and a relative-loss target: a rise of a few units in log2 at h 
 * ``ratio-grows`` (paper, Sec. 3): log2 ratio(h = 2) - log2 ratio(h = 0) >= 1. Control: Adam on the dense
   rotation (no coordinate-aligned blocks to rescale).
 
-Quick: 32 seeds (the full config: 128), cap 4000 iterations.
+Quick: 32 seeds (the full config: 128), cap 4000 iterations (no run reached it).
+
+Measured, the pre-registered quick run (``ratelab run hessian-blocks-scale --quick``, 3 s; mean [95 % interval]):
+homogeneous-comparable -0.063 [-0.103, -0.025] PASS, but WEAK: its control at h = 2 is 1.05 [0.82, 1.28], inside
+the band (median counts GD 75 -> 142, Adam 76 -> 72); adam-scale-invariant 0.35 FAIL (control 2.65 FAIL);
+ratio-grows 1.12 [0.88, 1.34] INCONCLUSIVE (control -0.41 [-0.56, -0.26] FAIL; 128 seeds as a sensitivity run:
+1.007 [0.907, 1.117], on the bound). The derivation was half right: Adam's iterates are the same at every h (3e-5
+apart over 120 steps at one step size, the same relative loss in every block), but the target is the relative total
+loss, which weighs the blocks by their scales, so Adam's count moves a little and GD need not converge the
+small-scale blocks far (they carry 1 % and 10 % of f(x0) at h = 2). Each is registered with this analysis as a
+known failure; no instance was changed after the run. The homogeneous case thus stays undecided on both instances:
+with matched momentum, tuned GD and Adam are within 2^1.5 of each other on homogeneous and on these heterogeneous
+blocks alike.
 
 Cost: 64 seeds x 4 levels x 6 arms x 14 steps of the grid x 4000 iterations, one vmapped program (compile about 2 s;
 the run about 12 s on a quiet 2-core machine, 37 s beside other work); every control reuses the run.
@@ -432,13 +444,30 @@ def _execute_scale(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     return trace_from_arrays(np.asarray(cfg["spread"], dtype=float), metrics, timings=timings)
 
 
+_SCALE_HOMOGENEOUS_WEAK = (
+    "WEAK as measured (the pre-registered quick run, 32 seeds): the claim holds, log2 GD / Adam at h = 0 = -0.063 "
+    "[-0.103, -0.025], but its control lands inside the band too, 1.05 [0.82, 1.28] at h = 2: GD's median count "
+    "rises only from 75 to 142 (Adam's 76 to 72). The derivation overrated the rise: the target is the relative "
+    "total loss, and at h = 2 the small-scale blocks carry 1 % and 10 % of f(x0), so GD need not converge them far")
+_SCALE_INVARIANT_FAIL = (
+    "FAIL as measured (0.35 at 32 seeds; control, GD's counts, 2.65 FAIL): the derivation is right about the "
+    "iterates and wrong about the count. At a fixed step Adam's iterates at h = 0 and h = 2 agree to 3e-5 over 120 "
+    "steps and every block's relative loss is the same, but the stopping rule weighs the blocks by their scales "
+    "(f = sum_b s_b f_b), so the first t with f <= eps f(x0) moves with h (78 vs 74 on seed 0) and the tuned step "
+    "can move with it")
+_SCALE_GROWTH_OPEN = (
+    "INCONCLUSIVE as measured: 1.12 [0.88, 1.34] at 32 seeds; a 128-seed sensitivity run gave 1.007 [0.907, 1.117], "
+    "on the bound (the harness: about 27200 seeds would decide). The growth is about one doubling, where the "
+    "derivation expected more, for the reason given under homogeneous-comparable")
+
+
 def _claims_scale(cfg: dict[str, Any]) -> list[Claim]:
     top = float(cfg["spread"][-1])
     return [
         Claim(id="homogeneous-comparable", statement="homogeneous blocks (h = 0: every block has the same spectrum): "
               "tuned GD with momentum and tuned Adam need comparable iterations to eps: |log2(iters GD / iters "
               "Adam)| <= 1.5", metric="log2_gd_over_adam", kind="value", expected=0.0, tolerance=1.5,
-              window=(0.0, 0.0), source=SRC,
+              window=(0.0, 0.0), source=SRC, known_failure=_SCALE_HOMOGENEOUS_WEAK,
               controls=(Control("scale-spread", f"the same ratio at h = {top:g} (block scales spread 10^{top:g}): "
                                 "GD's one step is set by the largest block and its count grows with the global "
                                 "condition number, Adam's does not (derived), so the ratio must leave the band",
@@ -447,13 +476,14 @@ def _claims_scale(cfg: dict[str, Any]) -> list[Claim]:
               "scales (m / sqrt(v) is unchanged when a block's gradient is scaled; eps = 1e-8 aside): max over seeds "
               "and levels of |log2(iters Adam(h) / iters Adam(0))| <= 0.1", metric="abs_log2_adam_vs_homog",
               kind="value", relation="le", expected=0.0, tolerance=0.1, window=(0.0, top), statistic="max",
-              source=SRC_SCALE,
+              source=SRC_SCALE, known_failure=_SCALE_INVARIANT_FAIL,
               controls=(Control("gd-counts", "the same on GD's counts: one global step, set by the largest "
                                 "curvature, slows the small-scale blocks", claim={"metric": "abs_log2_gd_vs_homog"}),
                         )),
         Claim(id="ratio-grows", statement=f"the GD/Adam iteration ratio grows with the block scale spread: log2 "
               f"ratio(h = {top:g}) - log2 ratio(h = 0) >= 1 (at least doubles)", metric="log2_ratio_growth",
               kind="value", relation="ge", expected=1.5, tolerance=0.5, window=(top, top), source=SRC,
+              known_failure=_SCALE_GROWTH_OPEN,
               controls=(Control("dense-rotation", "Adam on one dense random rotation of each level's H (same "
                                 "spectrum, no block structure in the coordinates): a coordinate-wise preconditioner "
                                 "cannot undo the block scales there, so its advantage over GD must not grow",

@@ -16,8 +16,8 @@ the global spectrum held fixed (``n_own`` of block b's ``m`` eigenvalues from ra
 equal share of every range), :func:`rotated_blocks` returns H and its eigenvectors (x0 is built in the eigenbasis, so
 the (eigenvalue, coordinate) pairs, hence gradient descent's whole loss curve, are the same at every level).
 
-The first toy (:func:`block_spectra`, kept for its tests; it grows the global condition number together with the
-heterogeneity): ``n_blocks`` blocks of dimension ``block_dim``; every block has the eigenvalues
+The second instance (:func:`block_spectra`, experiment ``hessian-blocks-scale``; it grows the global condition
+number together with the heterogeneity): ``n_blocks`` blocks of dimension ``block_dim``; every block has the eigenvalues
 geomspace(1, cond, block_dim) times 10^(h * b / (n_blocks - 1)) for block b (h = 0: homogeneous), each block
 rotated by its own random orthogonal matrix, the whole Hessian scaled to largest eigenvalue 1. f(x) = x^T H x / 2.
 """

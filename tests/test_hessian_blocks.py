@@ -231,3 +231,56 @@ def test_transformer_partition_follows_heads_layers_and_tokens():
     assert [np.unique(wv[layer]).size for layer in range(cfg.n_layers)] == [1] * cfg.n_layers
     assert np.unique(wv).size == cfg.n_layers
     assert second_moment_size(adam_mini(1e-3, part, n).init(jnp.zeros(flat.size))) == n
+
+
+def _scale_cfg(**kw):
+    from experiments import hessian_blocks as e
+    return e, {**e._S, "seeds": 2, "block_dim": 4, **kw}
+
+
+def test_scale_levels_differ_by_one_scalar_per_block():
+    e, cfg = _scale_cfg()
+    p = e.scale_problems(cfg)
+    blocks = e.diagonal_blocks(p["H"], cfg["n_blocks"])  # [seeds, levels, B, m, m]
+    ratio = blocks / blocks[:, :1]
+    for lvl, h in enumerate(cfg["spread"]):
+        scale = hb.block_spectra(cfg["n_blocks"], cfg["block_dim"], h, cfg["cond"]).max(axis=1)
+        np.testing.assert_allclose(ratio[:, lvl], np.broadcast_to(scale[None, :, None, None], ratio[:, lvl].shape),
+                                   rtol=1e-10)
+    np.testing.assert_array_equal(p["x0"][:, 1:], p["x0"][:, :1].repeat(len(cfg["spread"]) - 1, axis=1))
+    np.testing.assert_allclose(np.sort(np.linalg.eigvalsh(p["Hd"][0, 2])), np.sort(p["spectra"][0, 2].ravel()),
+                               rtol=1e-9, atol=1e-14)
+    assert p["js"][0, 0] == pytest.approx(0.0, abs=1e-12) and p["js"][0, -1] > 0.5
+
+
+def test_adam_iterates_do_not_see_a_power_of_two_block_scale():
+    """m / sqrt(v) is unchanged when a block's gradient is multiplied by a scalar (eps = 0; powers of two scale
+    exactly in floating point): the iterates agree bit for bit, while GD's do not."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(3)
+        q = hb.block_rotation(3, 4, rng)
+        spec = np.geomspace(0.1, 1.0, 4)[None, :].repeat(3, 0)
+        s = np.repeat(2.0 ** -np.arange(0, 9, 4), 4)
+        H0 = jnp.asarray((q * spec.ravel()) @ q.T)
+        Hs = jnp.asarray(s[:, None] * np.asarray(H0))
+        x0 = jnp.asarray(rng.standard_normal(12))
+        adam = optax.adam(0.05, eps=0.0)
+        p0, _ = _run(adam, lambda x: H0 @ x, x0, 40)
+        ps, _ = _run(adam, lambda x: Hs @ x, x0, 40)
+        np.testing.assert_array_equal(p0, ps)
+        g0, _ = _run(optax.sgd(0.5), lambda x: H0 @ x, x0, 40)
+        gs, _ = _run(optax.sgd(0.5), lambda x: Hs @ x, x0, 40)
+        assert np.abs(g0 - gs).max() > 1e-3
+
+
+def test_scale_experiment_validates_and_counts_on_a_tiny_instance():
+    e, cfg = _scale_cfg(n_lr=3, steps=300, seeds=2)
+    e._validate_scale(cfg)
+    for bad, word in (({"spread": (1.0, 2.0)}, "spread"), ({"spread": (0.0,)}, "spread"),
+                      ({"cond": 0.5}, "cond"), ({"lr_max": 1e-4}, "lr_max")):
+        with pytest.raises(RatelabError, match=word):
+            e._validate_scale({**cfg, **bad})
+    best, lr, _ = e.tuned_iterations(cfg, e.scale_problems(cfg), e.SCALE_METHODS, cfg["n_blocks"], "t")
+    assert set(best) == set(e.SCALE_METHODS) and best["gd"].shape == (2, 3)
+    assert np.all((best["gd"] >= 1) & (best["gd"] <= cfg["steps"]))
+    assert np.all(np.isin(lr["lr_adam"], e._grid(cfg)))
