@@ -188,11 +188,15 @@ def forward(params: Params, tokens: jax.Array, cfg: TransformerConfig,
     return constrain(logits, ("batch", "seq", "act_vocab"))
 
 
+def position_losses(params: Params, tokens: jax.Array, cfg: TransformerConfig,
+                    constrain: Constrain = no_constraint) -> jax.Array:
+    """Next-token cross-entropy at every position: ``tokens`` [batch, seq_len + 1] -> [batch, seq_len] (float32)."""
+    logits = forward(params, tokens[:, :-1], cfg, constrain)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+
+
 def sequence_losses(params: Params, tokens: jax.Array, cfg: TransformerConfig,
                     constrain: Constrain = no_constraint) -> jax.Array:
     """Mean next-token cross-entropy of each sequence: ``tokens`` [batch, seq_len + 1] -> [batch] (float32)."""
-    logits = forward(params, tokens[:, :-1], cfg, constrain)
-    targets = tokens[:, 1:]
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    return jnp.mean(nll, axis=-1)
+    return jnp.mean(position_losses(params, tokens, cfg, constrain), axis=-1)

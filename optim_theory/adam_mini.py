@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from ratelab.errors import RatelabError
+from ratelab.validate import is_traced
 
 
 class ScaleByAdamMiniState(NamedTuple):
@@ -30,26 +31,40 @@ class ScaleByAdamMiniState(NamedTuple):
 
 def scale_by_adam_mini(partition: Any, n_blocks: int, b1: float = 0.9, b2: float = 0.999,
                        eps: float = 1e-8) -> optax.GradientTransformation:
-    """Adam-mini's preconditioner on a flat parameter vector; ``partition[i]`` in [0, n_blocks) is i's block."""
-    part = np.asarray(partition)
-    if part.ndim != 1 or part.size == 0 or not np.issubdtype(part.dtype, np.integer):
-        raise RatelabError(f"partition must be a non-empty 1-D integer array, got {part.dtype} {part.shape}")
-    if part.min() < 0 or part.max() >= n_blocks or np.unique(part).size != n_blocks:
-        raise RatelabError(f"partition must use every block id in [0, {n_blocks}) (n_blocks), got ids "
-                           f"{np.unique(part)[:8]}...")
-    sizes = np.bincount(part, minlength=n_blocks).astype(float)
-    part_j = jnp.asarray(part)
+    """Adam-mini's preconditioner on a flat parameter vector; ``partition[i]`` in [0, n_blocks) is i's block.
+
+    ``partition`` is a host array (checked here: every id used) or a traced integer array, so that one program
+    serves several partitions under ``vmap``; then ``n_blocks`` only bounds the ids (unused ids are empty blocks,
+    their ``nu`` entries stay 0) and the caller checks the ids."""
+    traced = is_traced(partition)
+    if not traced:
+        part = np.asarray(partition)
+        if part.ndim != 1 or part.size == 0 or not np.issubdtype(part.dtype, np.integer):
+            raise RatelabError(f"partition must be a non-empty 1-D integer array, got {part.dtype} {part.shape}")
+        if part.min() < 0 or part.max() >= n_blocks or np.unique(part).size != n_blocks:
+            raise RatelabError(f"partition must use every block id in [0, {n_blocks}) (n_blocks), got ids "
+                               f"{np.unique(part)[:8]}...")
+        sizes = np.bincount(part, minlength=n_blocks).astype(float)
+        part_j = jnp.asarray(part)
+    else:
+        part_j = partition
+    shape = tuple(np.shape(partition))
+
+    def block_sizes(dtype: Any) -> jax.Array:
+        if not traced:
+            return jnp.asarray(sizes, dtype)
+        return jnp.maximum(jax.ops.segment_sum(jnp.ones(shape, dtype), part_j, num_segments=n_blocks), 1)
 
     def init(params):
-        if params.shape != part.shape:
-            raise RatelabError(f"params must be a flat vector of shape {part.shape} like partition, got {params.shape}")
+        if params.shape != shape:
+            raise RatelabError(f"params must be a flat vector of shape {shape} like partition, got {params.shape}")
         return ScaleByAdamMiniState(jnp.zeros([], jnp.int32), jnp.zeros_like(params),
                                     jnp.zeros(n_blocks, params.dtype))
 
     def update(updates, state, params=None):
         del params
         mu = (1 - b1) * updates + b1 * state.mu
-        sq = jax.ops.segment_sum(updates * updates, part_j, num_segments=n_blocks) / jnp.asarray(sizes, updates.dtype)
+        sq = jax.ops.segment_sum(updates * updates, part_j, num_segments=n_blocks) / block_sizes(updates.dtype)
         nu = (1 - b2) * sq + b2 * state.nu
         count = optax.safe_increment(state.count)
         mu_hat = mu / (1 - b1 ** count.astype(updates.dtype))
