@@ -18,7 +18,7 @@ The curve compared is the running mean of the excess loss up to step t (the area
 the whole run rather than its last, noisiest point). All four arms run in one program, vmapped over the partition
 (given as data: :func:`optim_theory.adam_mini.scale_by_adam_mini`); the Adam arm is Adam-mini with one block per
 coordinate, which is optax.adam's update (tests/test_hessian_blocks.py: equal to 1e-12 in float64, and on this model
-in float32). One program instead of four copies of the training graph: compile 20.6 s -> see the cost below.
+in float32). One program instead of four copies of the training graph: compile 20.6 s -> 3.6 s (below).
 
 Pre-registered (written before the first run, in the commit that adds this module):
 
@@ -48,6 +48,21 @@ analysis as a known failure, and with a second claim where the partition should 
   its gradient over the root-mean-square gradient of the whole block, far below Adam's (and Adam-mini's) step of
   about lr, so their predictions at rare tokens must lag: the controls' ratios are expected above 0.5. Pre-registered
   with the commit that adds it, before its first run; the config is the quick config above, unchanged.
+
+Measured, the first run of the registered module (``ratelab run adam-mini-lm --quick``: compile 3.6 s, run 4.8 s,
+9.5 s in all on a quiet 2-core machine; mean [95 % interval] over 8 seeds):
+
+* lm-mini-matches-adam 0.292 [0.223, 0.368] PASS, WEAK as before: one block -0.131 [-0.210, -0.041], random blocks
+  -0.245 [-0.284, -0.206], both inside the band (0.277 in the four-program run: the Adam arm is now the singleton
+  partition, equal to optax.adam up to float32 rounding, not bit for bit).
+* lm-rare-tokens 0.187 [0.130, 0.247] PASS, and WEAK too: one block -0.033 [-0.127, 0.086], random blocks -0.183
+  [-0.220, -0.141]. The derivation does not hold at this size: the rare-token positions' excess loss at step 300 is
+  Adam 0.216, Adam-mini 0.302, one block 0.185, random blocks 0.152, so a shared second moment does not hold the rare
+  tokens back here. Registered with this analysis as a known failure; nothing was changed after the run.
+* lm-state-size 1047 PASS; control (Adam's state) 6224 FAIL.
+
+On this model at lr 1e-2 the coarser partitions are ahead of Adam and Adam-mini on every measure taken; a test that
+can fail would need a model and step where Adam's per-coordinate rates matter (the paper's GPT-2 and Llama runs).
 
 Settings: Adam-mini's update and partition rule are the paper's (Algorithm 1, Sec. 2.3 as the authors' code applies
 it); the model sizes, the Markov-chain data, the schedule, the step, beta2 = 0.95 and the horizons are ours
@@ -220,11 +235,17 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     return trace_from_arrays(x, metrics, timings=timings)
 
 
+_RARE_WEAK = (
+    "WEAK as measured on its one pre-registered run (8 seeds, 300 steps): the claim PASSes, 0.187 [0.130, 0.247], but "
+    "both controls land inside the band, one block -0.033 [-0.127, 0.086] and random blocks -0.183 [-0.220, -0.141]: "
+    "the derived lag of rare tokens under a shared second moment does not appear at this size (excess loss at rare "
+    "tokens at step 300: Adam 0.216, Adam-mini 0.302, one block 0.185, random blocks 0.152)")
 _MATCH_WEAK = (
-    "WEAK as measured on its one pre-registered run (8 seeds, 300 steps): the claim PASSes, 0.277 [0.206, 0.356], but "
-    "both controls land inside the band too, one block -0.133 [-0.210, -0.042] and random blocks -0.252 [-0.297, "
-    "-0.207], ahead of Adam: on the average loss of this small model at lr 1e-2 the partition does not matter, so "
-    "the band cannot tell Adam-mini from anything Adam-like. lm-rare-tokens tests the partition where it should act")
+    "WEAK as measured (8 seeds, 300 steps): the claim PASSes, 0.292 [0.223, 0.368] (0.277 on its first, "
+    "four-program run), but both controls land inside the band too, one block -0.131 [-0.210, -0.041] and random "
+    "blocks -0.245 [-0.284, -0.206], ahead of Adam: on the average loss of this small model at lr 1e-2 the "
+    "partition does not matter, so the band cannot tell Adam-mini from anything Adam-like. lm-rare-tokens, where "
+    "the partition should act, is WEAK too")
 
 
 def _claims(cfg: dict[str, Any]) -> list[Claim]:
@@ -247,7 +268,8 @@ def _claims(cfg: dict[str, Any]) -> list[Claim]:
               "in the embedding and output layers): on held-out positions whose current token is one of the V / 2 "
               "rarest, log2(area under the excess-loss curve, Adam-mini / Adam) = 0 +- 0.5 at the last step",
               metric="log2_area_rare_mini_over_adam", kind="value", expected=0.0, tolerance=0.5,
-              window=(last, last), source=SRC_RARE, controls=partition_controls("_rare")),
+              window=(last, last), source=SRC_RARE, known_failure={"quick": _RARE_WEAK},
+              controls=partition_controls("_rare")),
         Claim(id="lm-state-size", statement=f"Adam-mini's second-moment state has exactly 2 V d + L (2 H + 7) + 1 = "
               f"{count} entries (counted from the optax state; band +-0.5 on an integer), not #parameters",
               metric="nu_size_mini", kind="value", expected=float(count), tolerance=0.5, statistic="max",
@@ -275,7 +297,7 @@ def _validate(cfg: dict[str, Any]) -> None:
 _C = {"seed": 0, "vocab": 32, "n_layers": 2, "seq_len": 16, "zipf": 1.0, "concentration": 1.0, "lr": 1e-2,
       "b2": 0.95, "n_eval": 64}
 
-register(Experiment(
+EXPERIMENT = register(Experiment(
     id="adam-mini-lm",
     paper=ADAM_MINI,
     figure="excess next-token loss over the Markov chain's floor: Adam, Adam-mini, one block, random blocks",
