@@ -510,7 +510,7 @@ def _validate_scale(cfg: dict[str, Any]) -> None:
 _S = {"seed": 0, "x64": True, "n_blocks": 3, "block_dim": 9, "cond": 100.0, "spread": (0.0, 1.0, 2.0),
       "lr_min": 1e-3, "lr_max": 1.9, "n_lr": 14, "momentum": 0.9, "eps": 1e-4, "steps": 4000, "log_every": 1}
 
-register(Experiment(
+EXPERIMENT_SCALE = register(Experiment(
     id="hessian-blocks-scale",
     paper=HESSIAN,
     figure="iterations to eps vs the spread of block scales: tuned GD with momentum vs Adam (block and dense H)",

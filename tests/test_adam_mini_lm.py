@@ -33,8 +33,8 @@ def test_traced_partitions_under_vmap_equal_the_host_partitions():
         parts = np.stack([np.arange(d), np.repeat(np.arange(2), 5), np.zeros(d, int), np.arange(d) % 3])
         counts = [d, 2, 1, 3]
         traced = jax.jit(jax.vmap(lambda p: _path(adam_mini(0.05, p, d), lambda x: H @ x, x0, 30)))(parts)
-        for i, (p, n) in enumerate(zip(parts, counts)):
-            host = jax.jit(lambda: _path(adam_mini(0.05, p, n), lambda x: H @ x, x0, 30))()
+        for i, (p, n) in enumerate(zip(parts, counts, strict=True)):
+            host = jax.jit(lambda p=p, n=n: _path(adam_mini(0.05, p, n), lambda x: H @ x, x0, 30))()
             np.testing.assert_allclose(traced[i], host, rtol=0, atol=1e-13)
         adam = jax.jit(lambda: _path(optax.adam(0.05), lambda x: H @ x, x0, 30))()
         np.testing.assert_allclose(traced[0], adam, rtol=0, atol=1e-12)
