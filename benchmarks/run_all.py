@@ -1,10 +1,10 @@
 """Run every benchmark and regenerate ``benchmarks/RESULTS.md`` (machine, date, versions, every ratio and roof).
 
 Each benchmark runs in its own process. The authors'-loop benchmarks (``rfedsvrg_kpca``, ``radmm_spca``,
-``pbgd_hyperclean``, ``bc_reset_cliff``) write JSON records that become the summary tables; every benchmark's full
-printout is kept below them, with the command that produced it. The ``verify --full`` section at the end is rendered
-from ``benchmarks/verify_full.json``, the records of ``benchmarks/verify_full.py`` (hours of runs, not repeated here).
-
+``pbgd_hyperclean``, ``bc_reset_cliff``) and ``attention_kernels`` write JSON records that become the summary
+tables; every benchmark's full printout is kept below them, with the command that produced it. The ``verify --full``
+section at the end is rendered from ``benchmarks/verify_full.json``, the records of ``benchmarks/verify_full.py``
+(hours of runs, not repeated here).
 Threads: ``--threads 1`` (the default) pins NumPy's BLAS and XLA to one thread each (``OPENBLAS_NUM_THREADS``,
 ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``; ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1``), which keeps ratios meaningful on a loaded machine (a multi-threaded BLAS spinning
@@ -48,6 +48,7 @@ BENCHMARKS = {
     "bilevel_saba_contraction": ([], [], False),
     "oop_bandit": ([], ["--quick"], False),
     "dp_filters": ([], ["--quick"], False),
+    "attention_kernels": ([], ["--quick"], True),
 }
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
+import attention_kernels  # noqa: E402
 import bc_reset_cliff  # noqa: E402
 import pbgd_hyperclean  # noqa: E402
 import radmm_spca  # noqa: E402
@@ -18,6 +19,7 @@ import rfedsvrg_kpca  # noqa: E402
 import ratelab as rl  # noqa: E402
 from bilevel.hypercleaning import make_hypercleaning  # noqa: E402
 from bilevel.pbgd import linear_ramp, penalty_scaled, v_pbgd  # noqa: E402
+from optim_theory import attention as att  # noqa: E402
 from riemannian.fed_problems import federated_pca  # noqa: E402
 from riemannian.federated import rfedavg, rfedsvrg  # noqa: E402
 from riemannian.sparse_problems import sparse_pca  # noqa: E402
@@ -86,3 +88,19 @@ def test_authors_cliff_walking_is_ratelabs_reset_cliff():
         np.testing.assert_allclose(np.asarray(mdp.P), T)
         value = float(expected_return(mdp, jnp.asarray(np.moveaxis(pi, 2, 0))))
     assert np.isclose(value, bc_reset_cliff.policy_evaluation(T, r, rho, pi), rtol=1e-12)
+
+
+def test_attention_numpy_loop_is_ratelabs_gd_over_its_first_steps():
+    """The hand-written backpropagation through both kernels is jax.grad's, and the NumPy GD loop (its own D, no
+    padding) follows ratelab's padded, vmapped GD: the same losses over the first steps, for D below the padding
+    width too."""
+    X0, Y0, W0 = att.make_data(1, 2, 3, 6, 2)
+    for d in (4, 6):
+        X, Y, W, M = att.embed(X0, Y0, W0, d, 6)
+        for kernel in att.KERNELS:
+            assert attention_kernels.grad_gap(W, X, Y, kernel) <= 1e-12
+            curves, _, _ = attention_kernels.ratelab_gd(W, X, Y, M, kernel, 8)
+            for i in range(2):
+                own = tuple(w[i][:d, :d] for w in W)
+                mine = attention_kernels.numpy_gd(own, X[..., :d], Y[..., :d], kernel, 8)
+                np.testing.assert_allclose(mine, curves[i], rtol=1e-10)
