@@ -5,6 +5,7 @@ Each benchmark runs in its own process. The authors'-loop benchmarks (``rfedsvrg
 tables; every benchmark's full printout is kept below them, with the command that produced it. The ``verify --full``
 section at the end is rendered from ``benchmarks/verify_full.json``, the records of ``benchmarks/verify_full.py``
 (hours of runs, not repeated here).
+
 Threads: ``--threads 1`` (the default) pins NumPy's BLAS and XLA to one thread each (``OPENBLAS_NUM_THREADS``,
 ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``; ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1``), which keeps ratios meaningful on a loaded machine (a multi-threaded BLAS spinning
