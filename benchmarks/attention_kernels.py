@@ -154,6 +154,8 @@ def main() -> int:
         results[kernel] = ratios(f"attention GD, {kernel} kernel", np_rep, {"compile_s": c1, "run_s": r1},
                                  {"compile_s": cm, "run_s": rm}, reps, steps, flops, peak)
         results[kernel]["same_answer"] = same_head
+        results[kernel]["same_text"] = (f"grad vs jax.grad {gap:.1e}, curves over {EXACT} steps {np.nanmax(head):.1e}, "
+                                        f"success agrees on {success}/{reps}")
     return finish(args, "attention_kernels", results, ok,
                   f"NumPy and ratelab loss curves differ over the first {EXACT} steps (largest relative "
                   f"difference {worst:.2e})")

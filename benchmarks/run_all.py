@@ -76,7 +76,8 @@ def _summary(records: list[dict]) -> list[str]:
         for r in rec["results"].values():
             same = {k: v for k, v in r.items() if k in ("max_abs_diff", "rel_objective_diff", "rel_diff_x",
                                                          "rel_diff_W", "final_dist")}
-            same_text = ", ".join(f"{k} {v:.1e}" for k, v in same.items()) or "means within 4 SE of closed form"
+            same_text = r.get("same_text") or ", ".join(f"{k} {v:.1e}" for k, v in same.items()) or (
+                "means within 4 SE of closed form")
             lines.append(
                 f"| {r['name']} | {r['reps']} | {_fmt(r['numpy_per_rep_s'])} | {_fmt(r['ratelab_one_run_s'])} | "
                 f"{_fmt(r['ratelab_one_compile_s'])} | {r['ratio_per_rep']:.1f}x | {r['ratio_per_rep_cold']:.2f}x | "
