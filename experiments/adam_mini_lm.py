@@ -178,18 +178,19 @@ def rare_tokens(pi: np.ndarray) -> np.ndarray:
 def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     mcfg, S, T, every = model_config(cfg), cfg["seeds"], cfg["steps"], cfg["log_every"]
     P, pi = chains(cfg)
-    probe = tfm.init_params(jax.random.PRNGKey(0), mcfg)
+    # shapes only (no eager programs): the partition reads the parameter tree's shapes
+    probe = jax.eval_shape(lambda: tfm.init_params(jax.random.PRNGKey(0), mcfg))
     partition, n_blocks = transformer_partition(probe)
-    _, unravel = ravel_pytree(probe)
     d, lr, kw = partition.size, schedule(cfg), betas(cfg)
-
-    def loss(x, tokens):
-        return jnp.mean(tfm.sequence_losses(unravel(x), tokens, mcfg))
 
     def study(keys, log_p, log_pi, rare, parts):
         def one(key, log_p, log_pi, rare):
             k_init, k_train, k_eval = jax.random.split(key, 3)
-            x0 = ravel_pytree(tfm.init_params(k_init, mcfg))[0]
+            x0, unravel = ravel_pytree(tfm.init_params(k_init, mcfg))
+
+            def loss(x, tokens):
+                return jnp.mean(tfm.sequence_losses(unravel(x), tokens, mcfg))
+
             batches = sample(k_train, log_p, log_pi, (T // every, every, cfg["batch"]), mcfg.seq_len + 1)
             held_out = sample(k_eval, log_p, log_pi, (cfg["n_eval"],), mcfg.seq_len + 1)
             chain_nll = -log_p[held_out[:, :-1], held_out[:, 1:]]
@@ -229,8 +230,8 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
         metrics.update({f"excess{where}_{a}": v for a, v in excess.items()})
         metrics.update({f"area{where}_{a}": v for a, v in area.items()})
         metrics.update({f"log2_area{where}_{a}_over_adam": np.log2(area[a] / area["adam"]) for a in ARMS[1:]})
-    opts, x0 = optimizers(cfg, partition, n_blocks), jnp.zeros(d)
-    metrics.update({f"nu_size_{a}": np.full((S, x.size), float(second_moment_size(opts[a].init(x0))))
+    opts, x0 = optimizers(cfg, partition, n_blocks), jax.ShapeDtypeStruct((d,), jnp.float32)
+    metrics.update({f"nu_size_{a}": np.full((S, x.size), float(second_moment_size(jax.eval_shape(opts[a].init, x0))))
                     for a in ("adam", "mini")})
     return trace_from_arrays(x, metrics, timings=timings)
 

@@ -293,9 +293,9 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
     p = problems(cfg)
     B, m = len(cfg["ranges"]), cfg["block_dim"]
     best, lr, timings = tuned_iterations(cfg, p, METHODS, B, "hessian-blocks")
-    with jax.enable_x64(True):
-        probe = jnp.zeros(B * m)
-        size_mini, size_adam = (second_moment_size(optimizer(k, 1e-3, probe, B, m).init(probe))
+    with jax.enable_x64(True):  # shapes only: no eager programs
+        probe = jax.ShapeDtypeStruct((B * m,), jnp.float64)
+        size_mini, size_adam = (second_moment_size(jax.eval_shape(optimizer(k, 1e-3, 1.0, B, m).init, probe))
                                 for k in ("adam-mini", "adam"))
     S, L = best["gd"].shape
     metrics = {

@@ -103,13 +103,14 @@ def transformer_partition(params: Any) -> tuple[np.ndarray, int]:
     The rule of Zhang et al. (2024), Sec. 2.3, as the authors' public code applies it (restated): the embedding and
     output matrices keep one second moment per coordinate (Adam), queries and keys get one block per attention head,
     and every other tensor is one block; here per layer, since the tree stacks the layers on a leading axis (a
-    query tensor [layers, d, heads, d_head] gives layers x heads blocks). Returns ``(partition, n_blocks)``.
+    query tensor [layers, d, heads, d_head] gives layers x heads blocks). ``params`` may hold arrays or only their
+    shapes (``jax.eval_shape``). Returns ``(partition, n_blocks)``.
     """
     flat, _ = jax.tree_util.tree_flatten_with_path(params)
     ids, start = [], 0
     for path, leaf in flat:
         names = [getattr(k, "key", str(k)) for k in path]
-        shape = np.shape(leaf)
+        shape = np.shape(leaf)  # an array or a jax.ShapeDtypeStruct
         if names[0] in PER_COORDINATE:
             block = np.arange(int(np.prod(shape))).reshape(shape)
         elif names[-1] in PER_HEAD:  # [layers, d, heads, d_head]: the block is (layer, head)
