@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ratelab.errors import RatelabError
+from ratelab.validate import is_traced
 from riemannian.manifolds import normal_draws
 
 
@@ -96,7 +97,7 @@ def start_point(manifold: Any, x0: Any = None, key: jax.Array | None = None) -> 
 def swept_index(v: Any) -> Any:
     """A value of a ``ratelab.sweep`` used as an index: a Python int when concrete (sweep's up-front checks), an int32
     tracer inside the vmapped run."""
-    return v.astype(jnp.int32) if isinstance(v, jax.core.Tracer) else int(v)
+    return v.astype(jnp.int32) if is_traced(v) else int(v)
 
 
 def take(table: Any, i: Any) -> Any:
