@@ -363,13 +363,31 @@ def _claims(cfg: dict[str, Any]) -> list[Claim]:
     ]
 
 
-def _validate(cfg: dict[str, Any]) -> None:
+def panels(xlabel: str) -> tuple[Panel, ...]:
+    """Both instances' figure: GD's and Adam's tuned counts, their log2 ratio and the JS distance, against the
+    level ``xlabel``."""
+    return (
+        Panel(metric="iters_gd", ylabel="iterations to eps (GD)", xlabel=xlabel, xscale="linear"),
+        Panel(metric="iters_adam", ylabel="iterations to eps (Adam)", xlabel=xlabel, xscale="linear"),
+        Panel(metric="log2_gd_over_adam", ylabel="log2 iters GD / Adam", xlabel=xlabel, xscale="linear",
+              yscale="linear"),
+        Panel(metric="js_distance", ylabel="JS distance of block spectra", xlabel=xlabel, xscale="linear",
+              yscale="linear"),
+    )
+
+
+def _validate_grid(cfg: dict[str, Any]) -> None:
+    """The settings both instances share: sizes, eps, the step grid."""
     for k in ("block_dim", "seeds", "steps", "n_lr"):
         check_positive_int(k, cfg[k])
     for k in ("eps", "lr_min", "lr_max"):
         check_positive(k, cfg[k])
     if cfg["lr_max"] <= cfg["lr_min"]:
         raise RatelabError(f"lr_max must exceed lr_min, got {cfg['lr_max']} <= {cfg['lr_min']}")
+
+
+def _validate(cfg: dict[str, Any]) -> None:
+    _validate_grid(cfg)
     n_own = list(cfg["n_own"])
     if not n_own or n_own[0] != 0 or n_own[-1] != cfg["block_dim"] or n_own != sorted(set(n_own)):
         raise RatelabError(f"n_own must increase strictly from 0 to block_dim = {cfg['block_dim']}, got {n_own}")
@@ -397,14 +415,7 @@ EXPERIMENT = register(Experiment(
     },
     execute=_execute,
     claims=_claims,
-    panels=(
-        Panel(metric="iters_gd", ylabel="iterations to eps (GD)", xlabel="heterogeneity q", xscale="linear"),
-        Panel(metric="iters_adam", ylabel="iterations to eps (Adam)", xlabel="heterogeneity q", xscale="linear"),
-        Panel(metric="log2_gd_over_adam", ylabel="log2 iters GD / Adam", xlabel="heterogeneity q", xscale="linear",
-              yscale="linear"),
-        Panel(metric="js_distance", ylabel="JS distance of block spectra", xlabel="heterogeneity q",
-              xscale="linear", yscale="linear"),
-    ),
+    panels=panels("heterogeneity q"),
     validate=_validate,
     tags=("optimizer", "adam"),
 ))
@@ -492,12 +503,8 @@ def _claims_scale(cfg: dict[str, Any]) -> list[Claim]:
 
 
 def _validate_scale(cfg: dict[str, Any]) -> None:
-    for k in ("n_blocks", "block_dim", "seeds", "steps", "n_lr"):
-        check_positive_int(k, cfg[k])
-    for k in ("eps", "lr_min", "lr_max"):
-        check_positive(k, cfg[k])
-    if cfg["lr_max"] <= cfg["lr_min"]:
-        raise RatelabError(f"lr_max must exceed lr_min, got {cfg['lr_max']} <= {cfg['lr_min']}")
+    check_positive_int("n_blocks", cfg["n_blocks"])
+    _validate_grid(cfg)
     spread = list(cfg["spread"])
     if len(spread) < 2 or spread[0] != 0 or spread != sorted(set(spread)):
         raise RatelabError(f"spread must increase strictly from 0 (homogeneous), at least two levels, got {spread}")
@@ -518,14 +525,7 @@ EXPERIMENT_SCALE = register(Experiment(
     configs={"quick": {**_S, "seeds": 32}, "full": {**_S, "seeds": 128}},
     execute=_execute_scale,
     claims=_claims_scale,
-    panels=(
-        Panel(metric="iters_gd", ylabel="iterations to eps (GD)", xlabel="scale spread h", xscale="linear"),
-        Panel(metric="iters_adam", ylabel="iterations to eps (Adam)", xlabel="scale spread h", xscale="linear"),
-        Panel(metric="log2_gd_over_adam", ylabel="log2 iters GD / Adam", xlabel="scale spread h", xscale="linear",
-              yscale="linear"),
-        Panel(metric="js_distance", ylabel="JS distance of block spectra", xlabel="scale spread h",
-              xscale="linear", yscale="linear"),
-    ),
+    panels=panels("scale spread h"),
     validate=_validate_scale,
     tags=("optimizer", "adam"),
 ))
