@@ -143,18 +143,12 @@ def sample(key: jax.Array, log_p: jax.Array, log_pi: jax.Array, shape: tuple[int
     return jnp.concatenate([x0[..., None], jnp.moveaxis(xs, 0, -1)], axis=-1)
 
 
-def bayes_loss(log_p: jax.Array, tokens: jax.Array) -> jax.Array:
-    """The chain's own mean next-token cross-entropy on ``tokens`` [batch, T + 1] (the floor of any model)."""
-    return -jnp.mean(log_p[tokens[:, :-1], tokens[:, 1:]])
-
-
-def optimizers(cfg: dict[str, Any], partition: np.ndarray, n_blocks: int
-               ) -> dict[str, optax.GradientTransformation]:
-    """The arms of :data:`ARMS` on a flat parameter vector, all on the config's schedule and betas (``adam`` is
-    optax.adam; the training program runs the same four through :func:`arm_partitions`)."""
-    lr, kw, parts = schedule(cfg), betas(cfg), arm_partitions(cfg, partition)
-    return {"adam": optax.adam(lr, **kw), "mini": adam_mini(lr, partition, n_blocks, **kw),
-            "one-block": adam_mini(lr, parts[2], 1, **kw), "random-blocks": adam_mini(lr, parts[3], n_blocks, **kw)}
+def state_sizes(cfg: dict[str, Any], partition: np.ndarray, n_blocks: int) -> dict[str, float]:
+    """Second-moment entries of optax.adam and of Adam-mini on the authors' partition, counted from their optax
+    states (shapes only: ``jax.eval_shape``)."""
+    lr, kw, x0 = schedule(cfg), betas(cfg), jax.ShapeDtypeStruct((partition.size,), jnp.float32)
+    opts = {"adam": optax.adam(lr, **kw), "mini": adam_mini(lr, partition, n_blocks, **kw)}
+    return {a: float(second_moment_size(jax.eval_shape(o.init, x0))) for a, o in opts.items()}
 
 
 def arm_partitions(cfg: dict[str, Any], partition: np.ndarray) -> np.ndarray:
@@ -224,7 +218,7 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
 
             return jax.vmap(arm)(parts)  # [arms, evals, 2]
 
-        return jax.vmap(one, (0, 0, 0, 0))(keys, log_p, log_pi, rare)
+        return jax.vmap(one)(keys, log_p, log_pi, rare)
 
     out, timings = call(study, jax.random.split(key, S), np.log(P).astype(np.float32), np.log(pi).astype(np.float32),
                         rare_tokens(pi), arm_partitions(cfg, partition), desc="adam-mini-lm")
@@ -237,9 +231,7 @@ def _execute(cfg: dict[str, Any], key: jax.Array, **_: Any) -> Trace:
         metrics.update({f"excess{where}_{a}": v for a, v in excess.items()})
         metrics.update({f"area{where}_{a}": v for a, v in area.items()})
         metrics.update({f"log2_area{where}_{a}_over_adam": np.log2(area[a] / area["adam"]) for a in ARMS[1:]})
-    opts, x0 = optimizers(cfg, partition, n_blocks), jax.ShapeDtypeStruct((d,), jnp.float32)
-    metrics.update({f"nu_size_{a}": np.full((S, x.size), float(second_moment_size(jax.eval_shape(opts[a].init, x0))))
-                    for a in ("adam", "mini")})
+    metrics.update({f"nu_size_{a}": np.full((S, x.size), v) for a, v in state_sizes(cfg, partition, n_blocks).items()})
     return trace_from_arrays(x, metrics, timings=timings)
 
 
