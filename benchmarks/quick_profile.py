@@ -113,6 +113,27 @@ class Recorder:
         setattr(module, name, timed)
 
 
+def write_walls(mode: str, walls: dict[str, float], cached: bool) -> None:
+    """Replace ``mode``'s entry of ``experiments/walls.json`` (atomically; the other modes' entries are kept)."""
+    import os
+    import platform
+
+    from ratelab.harness import WALLS_FILE
+    from ratelab.io import atomic_write_json
+
+    try:
+        data = json.loads(WALLS_FILE.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data.setdefault("about", "serial wall seconds per experiment (benchmarks/quick_profile.py --walls); verify "
+                             "--jobs orders its tasks longest first by them where the results folder has no record")
+    data.setdefault("walls", {})[mode] = walls
+    data.setdefault("measured", {})[mode] = {
+        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores", "jax": jax.__version__, "persistent_cache": "on" if cached else "off (cold)"}
+    atomic_write_json(WALLS_FILE, data)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", metavar="ID")
@@ -121,6 +142,9 @@ def main() -> int:
     ap.add_argument("--out", help="results folder (default: a temporary one)")
     ap.add_argument("--programs", action="store_true", help="list each experiment's compiled programs")
     ap.add_argument("--json", help="also write the table to this JSON file")
+    ap.add_argument("--walls", action="store_true",
+                    help="record each experiment's total as this mode's entry of experiments/walls.json (the verify "
+                         "schedule's estimate on a fresh clone; run without --cache and without --only)")
     args = ap.parse_args()
     if args.cache:
         from ratelab.cache import enable
@@ -175,6 +199,8 @@ def main() -> int:
             print(f"\n{r['id']} ({int(r['progs'])} programs): {progs}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "wall": wall, "imports": T_IMPORT - T_START}, indent=1))
+    if args.walls:
+        write_walls(args.mode, {r["id"]: round(r["total"], 2) for r in rows}, cached=bool(args.cache))
     return 0
 
 

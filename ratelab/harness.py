@@ -323,24 +323,62 @@ def _run_group_in_worker(exp_ids: list[str], mode: str, out: str, overrides: dic
     return [_run_in_worker(i, mode, out, overrides, force) for i in exp_ids]
 
 
+WALLS_FILE = Path(__file__).resolve().parent.parent / "experiments" / "walls.json"
+
+
 def _recorded_wall(folder: Path) -> float:
-    """The wall time ``folder/result.json`` recorded (inf where there is none: unknown costs go first)."""
+    """The wall time ``folder/result.json`` recorded (nan where there is none)."""
     try:
         return float(json.loads((folder / "result.json").read_text())["timings"]["wall_s"])
     except (OSError, ValueError, KeyError, TypeError):
-        return float("inf")
+        return math.nan
 
 
-def tasks(exps: list[Experiment], out: str | os.PathLike) -> list[list[Experiment]]:
+def shipped_walls(mode: str) -> dict[str, float]:
+    """Serial wall times per experiment measured for ``mode`` and shipped with the experiments
+    (``experiments/walls.json``, written by ``python benchmarks/quick_profile.py --walls``): the schedule's
+    estimate where ``out`` holds no result yet, as on a fresh clone. Empty where there is no such file."""
+    try:
+        return {k: float(v) for k, v in json.loads(WALLS_FILE.read_text())["walls"][mode].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def tasks(exps: list[Experiment], out: str | os.PathLike, mode: str = "quick") -> list[list[Experiment]]:
     """``verify(jobs=N)``'s tasks: the experiments registered by one module form one task (they share that
     module's in-process caches and compiled programs: a3c-stationarity and a3c-speedup read one sweep), the
-    tasks ordered longest first by the wall times recorded under ``out`` (the greedy longest-first schedule: the
-    pool hands the next task to the first free worker), registration order among equals."""
+    tasks ordered longest first (the greedy longest-first schedule: the pool hands the next task to the first
+    free worker), registration order among equals. An experiment's cost is the wall time recorded under ``out``,
+    else the one shipped for ``mode`` (:func:`shipped_walls`), else unknown: a task with an unknown cost goes
+    first. Costs only order the tasks; they never change what runs."""
+    shipped = shipped_walls(mode)
     groups: dict[str, list[Experiment]] = {}
     for e in exps:
         groups.setdefault(registered_by(e.id) or e.id, []).append(e)
-    cost = {key: sum(_recorded_wall(Path(out) / e.id) for e in g) for key, g in groups.items()}
+
+    def wall(e: Experiment) -> float:
+        recorded = _recorded_wall(Path(out) / e.id)
+        return recorded if not math.isnan(recorded) else shipped.get(e.id, math.inf)
+
+    cost = {key: sum(wall(e) for e in g) for key, g in groups.items()}
     return [groups[k] for k in sorted(groups, key=lambda k: -cost[k])]
+
+
+def _split_reused(exps: list[Experiment], mode: str, out: str | os.PathLike, overrides: dict[str, Any] | None,
+                  force: bool, log: Callable[[str], None]) -> tuple[dict[str, dict], list[Experiment]]:
+    """The results this process can reuse without a worker (config and code unchanged), and the experiments left
+    to run: a verify whose results are all current starts no worker process."""
+    reused: dict[str, dict] = {}
+    todo = []
+    for exp in exps:
+        cfg = exp.config(mode, overrides)
+        hit = None if force else _reuse(exp.id, Path(out) / exp.id, config_hash(exp.id, mode, cfg), code_of(exp),
+                                        log)
+        if hit is not None:
+            reused[exp.id] = hit
+        else:
+            todo.append(exp)
+    return reused, todo
 
 
 def _write_shipped(out: str | os.PathLike, result: dict) -> dict:
@@ -390,18 +428,20 @@ def _run_parallel(exps: list[Experiment], mode: str, out: str | os.PathLike, ove
                   modules: tuple[str, ...] = ()) -> list[dict]:
     """The experiments in ``jobs`` spawned worker processes, one :func:`tasks` entry at a time (one folder per
     experiment, so they never share a file); the results come back in registration order, and one bar counts the
-    finished experiments."""
+    finished experiments. Results that are current are reused here first: only the others start workers."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     from ratelab import cache
 
-    active = cache.active_dir()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                             initargs=(str(active) if active else None, modules)) as pool:
-        futures = {pool.submit(_run_group_in_worker, ids, mode, str(out), overrides, force): ids
-                   for ids in ([e.id for e in g] for g in tasks(exps, out))}
-        results = _gather(futures, f"verify ({jobs} jobs)", progress, log)
+    results, todo = _split_reused(exps, mode, out, overrides, force, log)
+    if todo:
+        active = cache.active_dir()
+        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(str(active) if active else None, modules)) as pool:
+            futures = {pool.submit(_run_group_in_worker, ids, mode, str(out), overrides, force): ids
+                       for ids in ([e.id for e in g] for g in tasks(todo, out, mode))}
+            results.update(_gather(futures, f"verify ({jobs} jobs)", progress, log))
     return [results[e.id] for e in exps]
 
 
@@ -413,16 +453,7 @@ def _run_on_cluster(exps: list[Experiment], mode: str, out: str | os.PathLike, o
 
     client = cluster.connect(scheduler, log=log)
     try:
-        results: dict[str, dict] = {}
-        todo = []
-        for exp in exps:
-            cfg = exp.config(mode, overrides)
-            reused = None if force else _reuse(exp.id, Path(out) / exp.id, config_hash(exp.id, mode, cfg),
-                                               code_of(exp), log)
-            if reused is not None:
-                results[exp.id] = reused
-            else:
-                todo.append(exp)
+        results, todo = _split_reused(exps, mode, out, overrides, force, log)
         if todo:
             init = ("default" if cache.active_dir() else None,)
             pool = client.get_executor(pure=False)  # pure=False: every verify call computes anew

@@ -32,6 +32,20 @@ def test_parallel_verify_equals_serial(tmp_path):
         assert ra["verdicts"] == rb["verdicts"] and ra["config_hash"] == rb["config_hash"]
     js = json.loads((tmp_path / "parallel" / "report.json").read_text())
     assert [c["experiment"] for c in js["claims"]] == [r["experiment"] for r in serial.rows]
+    # every result current: reused in this process, no worker started (a pool would raise here)
+    import concurrent.futures
+
+    def no_pool(*args, **kw):
+        raise AssertionError("verify started a worker pool for results it could reuse")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(concurrent.futures, "ProcessPoolExecutor", no_pool)
+    try:
+        again = rl.verify(IDS, out=tmp_path / "parallel", overrides=SMALL, jobs=2)
+    finally:
+        mp.undo()
+    assert all(r["reused"] for r in again.results)
+    assert [_strip(r) for r in again.rows] == [_strip(r) for r in parallel.rows]
     assert (tmp_path / "parallel" / "index.html").exists()
 
 
@@ -40,7 +54,8 @@ def test_jobs_must_be_a_positive_int(tmp_path):
         rl.verify(IDS, out=tmp_path, jobs=0)
 
 
-def test_tasks_keep_a_module_together_longest_first(tmp_path):
+def test_tasks_keep_a_module_together_longest_first(tmp_path, monkeypatch):
+    from ratelab import harness
     from ratelab.harness import tasks
     from ratelab.io import atomic_write_json
     from ratelab.registry import get
@@ -51,5 +66,39 @@ def test_tasks_keep_a_module_together_longest_first(tmp_path):
         atomic_write_json(tmp_path / exp_id / "result.json", {"timings": {"wall_s": wall}})
     assert [[e.id for e in g] for g in tasks(exps, tmp_path)] == [["a3c-stationarity", "a3c-speedup"],
                                                                   ["rm-slow", "rm-fast"]]
+    monkeypatch.setattr(harness, "WALLS_FILE", tmp_path / "no-walls.json")  # no shipped estimate either
     (tmp_path / "rm-fast" / "result.json").unlink()  # an unknown cost goes first
     assert [g[0].id for g in tasks(exps, tmp_path)] == ["rm-slow", "a3c-stationarity"]
+
+
+def test_tasks_fall_back_to_the_shipped_walls(tmp_path, monkeypatch):
+    """A fresh results folder: the walls shipped in experiments/walls.json order the tasks; a recorded wall wins."""
+    from ratelab import harness
+    from ratelab.io import atomic_write_json
+    from ratelab.registry import get
+
+    walls = tmp_path / "walls.json"
+    atomic_write_json(walls, {"walls": {"quick": {"rm-slow": 9.0, "rm-fast": 9.0, "a3c-stationarity": 1.0,
+                                                  "a3c-speedup": 1.0}}})
+    monkeypatch.setattr(harness, "WALLS_FILE", walls)
+    exps = [get(i) for i in ("a3c-stationarity", "a3c-speedup", "rm-slow", "rm-fast")]
+    out = tmp_path / "out"
+    assert [g[0].id for g in harness.tasks(exps, out, "quick")] == ["rm-slow", "a3c-stationarity"]
+    assert [g[0].id for g in harness.tasks(exps, out, "full")] == ["a3c-stationarity", "rm-slow"]  # no full walls
+    (out / "a3c-stationarity").mkdir(parents=True)
+    atomic_write_json(out / "a3c-stationarity" / "result.json", {"timings": {"wall_s": 30.0}})
+    assert [g[0].id for g in harness.tasks(exps, out, "quick")] == ["a3c-stationarity", "rm-slow"]
+    walls.write_text("not json")
+    assert harness.shipped_walls("quick") == {}
+
+
+def test_shipped_walls_name_registered_experiments():
+    """experiments/walls.json (written by benchmarks/quick_profile.py --walls) covers the registered experiments
+    with positive seconds and names no unknown one."""
+    from ratelab import harness
+    from ratelab.registry import experiments
+
+    walls = harness.shipped_walls("quick")
+    ids = {e.id for e in experiments()}
+    assert set(walls) <= ids and len(walls) >= 0.9 * len(ids)
+    assert all(v > 0 for v in walls.values())
