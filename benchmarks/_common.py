@@ -83,6 +83,24 @@ def machine() -> dict[str, Any]:
             "backend": jax.default_backend(), "versions": versions}
 
 
+def write_walls(mode: str, walls: dict[str, float], source: str, measured: dict[str, Any]) -> None:
+    """Replace ``mode``'s entry of ``experiments/walls.json``, the serial wall seconds per experiment that ``verify
+    --jobs N`` orders its tasks by where the results folder holds no record (a fresh clone), atomically; the other
+    modes' entries are kept. ``source``: the command that measured them; ``measured``: date, machine, versions."""
+    from ratelab.harness import WALLS_FILE
+    from ratelab.io import atomic_write_json
+
+    try:
+        data = json.loads(WALLS_FILE.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data["about"] = ("serial wall seconds per experiment, per mode; verify --jobs orders its tasks longest first by "
+                     "them where the results folder has no record")
+    data.setdefault("walls", {})[mode] = walls
+    data.setdefault("measured", {})[mode] = {"by": source, **measured}
+    atomic_write_json(WALLS_FILE, data)
+
+
 def roof_line(flops_per_step: float, steps: int, seeds: int, run_s: float, peak: float) -> str:
     """Attained FLOP/s of a run and its fraction of the peak, with the cost per step and seed."""
     rate = flops_per_step * steps * seeds / run_s

@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -43,6 +45,8 @@ import jax  # noqa: E402
 from jax._src import monitoring  # noqa: E402
 
 T_JAX = time.perf_counter()
+
+from _common import write_walls  # noqa: E402  (benchmarks/ is the script's folder)
 
 from ratelab import harness  # noqa: E402
 from ratelab.registry import experiments, get  # noqa: E402
@@ -113,27 +117,6 @@ class Recorder:
         setattr(module, name, timed)
 
 
-def write_walls(mode: str, walls: dict[str, float], cached: bool) -> None:
-    """Replace ``mode``'s entry of ``experiments/walls.json`` (atomically; the other modes' entries are kept)."""
-    import os
-    import platform
-
-    from ratelab.harness import WALLS_FILE
-    from ratelab.io import atomic_write_json
-
-    try:
-        data = json.loads(WALLS_FILE.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data.setdefault("about", "serial wall seconds per experiment (benchmarks/quick_profile.py --walls); verify "
-                             "--jobs orders its tasks longest first by them where the results folder has no record")
-    data.setdefault("walls", {})[mode] = walls
-    data.setdefault("measured", {})[mode] = {
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores", "jax": jax.__version__, "persistent_cache": "on" if cached else "off (cold)"}
-    atomic_write_json(WALLS_FILE, data)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", metavar="ID")
@@ -200,7 +183,10 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "wall": wall, "imports": T_IMPORT - T_START}, indent=1))
     if args.walls:
-        write_walls(args.mode, {r["id"]: round(r["total"], 2) for r in rows}, cached=bool(args.cache))
+        write_walls(args.mode, {r["id"]: round(r["total"], 2) for r in rows}, "benchmarks/quick_profile.py --walls",
+                    {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
+                     f"{os.cpu_count()} cores", "jax": jax.__version__,
+                     "persistent_cache": "on" if args.cache else "off (cold)"})
     return 0
 
 

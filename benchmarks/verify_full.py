@@ -181,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {records[jobs]['wall_s']:.0f} s wall, exit {records[jobs]['exit']}", flush=True)
             RECORDS.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
     RECORDS.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+    if 1 in records:  # the serial run's walls: the --full schedule's estimates on a fresh clone
+        from _common import write_walls
+
+        serial = records[1]
+        write_walls("full", serial["walls"], "benchmarks/verify_full.py (its --jobs 1 record)",
+                    {"date": serial["date"], "commit": serial["commit"], "machine": f"{serial['machine']['cpu']}, "
+                     f"{serial['machine']['cores']} cores", "persistent_cache": "off (cold)"})
     write_section(records)
     print(render(records))
     return 0
