@@ -90,6 +90,16 @@ def geometry(manifold: Any, retraction: str | None = None, transport: str = "pro
     return Geometry(retr, inv_retr, transp)
 
 
+def _is_zero(c: Any) -> bool:
+    """Whether a coefficient is a concrete zero (a Python or NumPy number; a traced one never is)."""
+    return isinstance(c, (int, float, np.number)) and c == 0
+
+
+def _as_coefficient(c: Any, dtype: Any) -> Any:
+    """A concrete zero stays a Python 0.0 (its term is dropped); anything else becomes an array of ``dtype``."""
+    return 0.0 if _is_zero(c) else jnp.asarray(c, dtype)
+
+
 def federated_round(problem: Any, x: jax.Array, clients: jax.Array, ells: jax.Array, *, eta: Any, local_steps: int,
                     correction: Any = 1.0, mu: Any = 0.0, geom: Geometry | None = None,
                     output: str = "last") -> jax.Array:
@@ -97,18 +107,24 @@ def federated_round(problem: Any, x: jax.Array, clients: jax.Array, ells: jax.Ar
 
     Local direction at z: grad f_i(z) - c T_{x->z}(grad f_i(x) - grad f(x)) - mu R_z^{-1}(x), with c =
     ``correction``: c = 1, mu = 0 is RFedSVRG; c = 0, mu = 0 is R-FedAvg; c = 0, mu > 0 is R-FedProx (c and mu may be
-    traced, so one compiled round serves all three). ``ells`` (``[k]`` ints in [0, tau)) picks the returned local
-    iterate when ``output="random"`` (Option 2). Clients run in parallel (``vmap``), local steps in a ``lax.scan``.
+    traced, so one compiled round serves all three; a concrete 0 drops its term at trace time, exactly what adding
+    0 times it gives). ``ells`` (``[k]`` ints in [0, tau)) picks the returned local iterate when ``output="random"``
+    (Option 2). Clients run in parallel (``vmap``), local steps in a ``lax.scan``.
     """
     geom = geom or geometry(problem.manifold)
+    corrected, proximal = not _is_zero(correction), not _is_zero(mu)
     # grad f(x) = (1/n) sum_i grad f_i(x) (f is the clients' average): one gradient of f, not n client gradients
-    g_full = problem.rgrad(x)
+    g_full = problem.rgrad(x) if corrected else None
 
     def client(i, ell):
-        corr = correction * (problem.client_rgrad(x, i) - g_full)
+        corr = correction * (problem.client_rgrad(x, i) - g_full) if corrected else None
 
         def local(z, _):
-            v = problem.client_rgrad(z, i) - geom.transp(x, z, corr) - mu * geom.inv_retr(z, x)
+            v = problem.client_rgrad(z, i)
+            if corrected:
+                v = v - geom.transp(x, z, corr)
+            if proximal:
+                v = v - mu * geom.inv_retr(z, x)
             return geom.retr(z, -eta * v), z
 
         z_last, zs = jax.lax.scan(local, x, None, length=local_steps)
@@ -168,7 +184,7 @@ def federated(step_size: Any, *, local_steps: int, correction: Any = 1.0, mu: An
         dtype = state.x.dtype
         eta = jnp.asarray(schedule(state.count), dtype)
         x = federated_round(problem, state.x, xi["clients"], xi["ell"], eta=eta, local_steps=local_steps,
-                            correction=jnp.asarray(correction, dtype), mu=jnp.asarray(mu, dtype), geom=geom,
+                            correction=_as_coefficient(correction, dtype), mu=_as_coefficient(mu, dtype), geom=geom,
                             output=output)
         return FedState(x, state.count + 1), problem.metrics(x)
 
