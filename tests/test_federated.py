@@ -104,6 +104,22 @@ def test_one_local_step_makes_rfedsvrg_riemannian_gd_under_any_participation():
         np.testing.assert_allclose(_span(x), _span(ref), atol=1e-12)
 
 
+@pytest.mark.parametrize("correction, mu", [(1.0, 0.0), (0.0, 0.0), (0.0, 2.0)])
+def test_a_concrete_zero_coefficient_drops_its_term_exactly(correction, mu):
+    """RFedSVRG / R-FedAvg / R-FedProx with Python coefficients (a zero term skipped at trace time) give bitwise the
+    round that traced coefficients give (the term computed and multiplied by 0), on Stiefel with the QR retraction."""
+    p = _pca(h=0.9, manifold="stiefel", rank=2)
+    geom = geometry(p.manifold)
+    c = jnp.asarray([1, 4], jnp.int32)
+
+    def round_with(cr, m):
+        return federated_round(p, p.x0, c, c * 0, eta=0.05, local_steps=3, correction=cr, mu=m, geom=geom)
+
+    concrete = jax.jit(lambda: round_with(correction, mu))()
+    traced = jax.jit(round_with)(jnp.asarray(correction), jnp.asarray(mu))
+    np.testing.assert_array_equal(np.asarray(concrete), np.asarray(traced))
+
+
 def test_solver_round_equals_a_numpy_loop_over_clients():
     """The vmapped clients and scanned local steps equal a plain NumPy loop of Algorithm 1 (sphere, normalisation
     retraction, its inverse y / <x, y> - x, transport by projection)."""
