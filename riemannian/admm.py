@@ -89,13 +89,20 @@ def stationarity_terms(problem: CompositeProblem, x: Array, y: Array, lam: Array
     return jnp.linalg.norm(g), jnp.linalg.norm(problem.lin(x) - y)
 
 
+def x_update(problem: CompositeProblem, x: Array, y: Array, lam: Array, *, eta: Any, rho: Any,
+             retraction: str | None = None, gx: Array | None = None) -> Array:
+    """The x-step x+ = R_x(-eta P_x(grad_x L_rho(x, y, lambda))) (RADMM's and ARADMM's); ``gx``: grad f(x) where it is
+    already known."""
+    man = problem.manifold
+    egrad = (problem.egrad_f(x) if gx is None else gx) + problem.lin_vjp(x, lam + rho * (problem.lin(x) - y))
+    return man.retr(x, -eta * man.proj(x, egrad), method=retraction_method(man, retraction))
+
+
 def radmm_map(problem: CompositeProblem, x: Array, y: Array, lam: Array, *, eta: Any, rho: Any, gamma: Any,
               retraction: str | None = None, gx: Array | None = None) -> tuple[Array, Array, Array]:
     """One RADMM iteration (x, y, lambda) -> (x+, y+, lambda+) (Algorithm 1; see the module docstring); ``gx``:
     grad f(x) where it is already known."""
-    man = problem.manifold
-    egrad = (problem.egrad_f(x) if gx is None else gx) + problem.lin_vjp(x, lam + rho * (problem.lin(x) - y))
-    x_new = man.retr(x, -eta * man.proj(x, egrad), method=retraction_method(man, retraction))
+    x_new = x_update(problem, x, y, lam, eta=eta, rho=rho, retraction=retraction, gx=gx)
     ax = problem.lin(x_new)
     y_new = y_update(problem, ax, lam, rho, gamma)
     return x_new, y_new, lam + rho * (ax - y_new)

@@ -66,7 +66,7 @@ from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule
 from ratelab.solver import Solver
 from ratelab.validate import check_in_range, check_nonnegative, check_positive
-from riemannian.admm import y_update
+from riemannian.admm import stationarity_terms, x_update, y_update
 from riemannian.manifolds import retraction_method
 from riemannian.sparse_problems import CompositeProblem, sparsity
 
@@ -82,6 +82,7 @@ class ARADMMState(NamedTuple):
     c1: Array  # ||A x_1 - y_1||, the dual-step rule's reference (0 until the first step)
     lip: Array  # L_f = ||C||_2 and ||A||^2 = ||B||_2^2: the default step's constants, computed at init
     a_sq: Array
+    gx: Array  # grad f(x), carried from the step that made x (its KKT residual needs it): grad f once per step
 
 
 def l1_subgradient_distance(problem: CompositeProblem, lam: Array, z: Array) -> Array:
@@ -92,13 +93,14 @@ def l1_subgradient_distance(problem: CompositeProblem, lam: Array, z: Array) -> 
     return jnp.linalg.norm(d)
 
 
-def kkt_terms(problem: CompositeProblem, x: Array, y: Array, lam: Array, gamma: Any = 0.0
+def kkt_terms(problem: CompositeProblem, x: Array, y: Array, lam: Array, gamma: Any = 0.0, gx: Array | None = None
               ) -> tuple[Array, Array, Array]:
     """(||P_x(grad f(x) + A^T lam)||_F, ||A x - z||_F, dist(lam, partial h(z))) at z = prox_{gamma h}(y) (z = y at
-    gamma = 0): the three eps-KKT conditions of min f(x) + h(y) s.t. A x = y, x in M (see the module docstring)."""
+    gamma = 0): the three eps-KKT conditions of min f(x) + h(y) s.t. A x = y, x in M (see the module docstring);
+    ``gx``: grad f(x) where it is already known."""
     z = problem.prox_h(y, gamma)
-    g = problem.manifold.proj(x, problem.egrad_f(x) + problem.lin_vjp(x, lam))
-    return jnp.linalg.norm(g), jnp.linalg.norm(problem.lin(x) - z), l1_subgradient_distance(problem, lam, z)
+    grad, feas = stationarity_terms(problem, x, z, lam, gx)
+    return grad, feas, l1_subgradient_distance(problem, lam, z)
 
 
 def dual_stepsize(beta0: Any, c1: Array, c_norm: Array, k: Array) -> Array:
@@ -111,17 +113,15 @@ def dual_stepsize(beta0: Any, c1: Array, c_norm: Array, k: Array) -> Array:
 def aradmm_map(problem: CompositeProblem, state: ARADMMState, *, rho: Array, eta: Array, beta0: Any, gamma: Any,
                adaptive: Any = 1.0, retraction: str | None = None) -> tuple[ARADMMState, dict[str, Array]]:
     """One ARADMM iteration; returns the new state and the iteration's quantities (rho_k, beta_k, eta_k, lambda~)."""
-    man = problem.manifold
     x, y, lam = state.x, state.y, state.lam
-    egrad = problem.egrad_f(x) + problem.lin_vjp(x, lam + rho * (problem.lin(x) - y))
-    x_new = man.retr(x, -eta * man.proj(x, egrad), method=retraction_method(man, retraction))
+    x_new = x_update(problem, x, y, lam, eta=eta, rho=rho, retraction=retraction, gx=state.gx)
     ax = problem.lin(x_new)
     y_new = y_update(problem, ax, lam, rho, gamma)  # gamma = 0: prox_{h/rho}(A x + lambda / rho), no smoothing
     c = ax - y_new
     c_norm = jnp.linalg.norm(c)
     c1 = jnp.where(state.k == 0, c_norm, state.c1)
     beta = adaptive * dual_stepsize(beta0, c1, c_norm, state.k) + (1.0 - adaptive) * beta0
-    new = ARADMMState(x_new, y_new, lam + beta * c, state.k + 1, c1, state.lip, state.a_sq)
+    new = ARADMMState(x_new, y_new, lam + beta * c, state.k + 1, c1, state.lip, state.a_sq, problem.egrad_f(x_new))
     return new, {"rho": rho, "beta": beta, "eta": eta, "lam_tilde": lam + rho * c}
 
 
@@ -190,7 +190,8 @@ def aradmm(rho0: Any = 1.0, *, penalty_power: Any = 1.0 / 3.0, step_size: Any = 
         # lambda_0 = 0; with smoothing (gamma > 0) RADMM's lambda_0 = grad h_gamma(y_0)
         g = jnp.maximum(jnp.asarray(gamma, x.dtype), jnp.finfo(x.dtype).tiny)
         lam = jnp.where(gamma > 0, (y - problem.prox_h(y, g)) / g, 0.0)
-        return ARADMMState(x=x, y=y, lam=lam, k=jnp.zeros((), jnp.int32), c1=zero, lip=lip, a_sq=a_sq)
+        return ARADMMState(x=x, y=y, lam=lam, k=jnp.zeros((), jnp.int32), c1=zero, lip=lip, a_sq=a_sq,
+                           gx=problem.egrad_f(x))
 
     def step(state: ARADMMState, problem: CompositeProblem, xi: Any) -> tuple[ARADMMState, dict[str, Array]]:
         del xi
@@ -198,7 +199,7 @@ def aradmm(rho0: Any = 1.0, *, penalty_power: Any = 1.0 / 3.0, step_size: Any = 
         eta = c_eta / (state.lip + rho * state.a_sq) if eta_sched is None else eta_sched(state.k)
         new, it = aradmm_map(problem, state, rho=rho, eta=eta, beta0=beta0, gamma=gamma, adaptive=adaptive_dual,
                              retraction=retraction)
-        grad, feas, sub = kkt_terms(problem, new.x, new.y, it["lam_tilde"], gamma)
+        grad, feas, sub = kkt_terms(problem, new.x, new.y, it["lam_tilde"], gamma, new.gx)
         metrics = {
             "kkt_residual": grad + feas + sub, "kkt_grad": grad, "kkt_feas": feas, "kkt_subgrad": sub,
             "objective": problem.objective(new.x), "feasibility": problem.manifold.feasibility(new.x),

@@ -63,11 +63,13 @@ def qf(a: Array) -> Array:
     return q * s[None, :]
 
 
-def _polar_gram(a: Array) -> tuple[Array, Array, Array]:
-    """(Q, s, V): a = Q H, H = (a^T a)^{1/2} = V diag(s) V^T, from the eigendecomposition of the p x p Gram matrix."""
+def _polar_gram(a: Array) -> tuple[Array, Array, Array, Array]:
+    """(Q, H^{-1}, s, V): a = Q H, H = (a^T a)^{1/2} = V diag(s) V^T, from the eigendecomposition of the p x p Gram
+    matrix."""
     w, v = jnp.linalg.eigh(a.T @ a)
     s = jnp.sqrt(jnp.maximum(w, jnp.finfo(a.dtype).tiny))
-    return a @ ((v / s) @ v.T), s, v
+    h_inv = (v / s) @ v.T
+    return a @ h_inv, h_inv, s, v
 
 
 @jax.custom_jvp
@@ -86,11 +88,11 @@ def polar_factor(a: Array) -> Array:
 @polar_factor.defjvp
 def _polar_factor_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
     (a,), (e,) = primals, tangents
-    q, s, v = _polar_gram(a)
+    q, h_inv, s, v = _polar_gram(a)
     qe = q.T @ e
     m = v.T @ (qe - qe.T) @ v
     omega = v @ (m / (s[:, None] + s[None, :])) @ v.T
-    return q, q @ omega + (e - q @ qe) @ ((v / s) @ v.T)
+    return q, q @ omega + (e - q @ qe) @ h_inv
 
 
 def _safe_div(num: Array, den: Array) -> Array:
