@@ -1,37 +1,47 @@
-"""The A3C-TD(0) speedup study (experiment ``a3c-speedup``) in ratelab against a plain NumPy loop of the same algorithm.
+"""A3C-TD(0) on the paper's synthetic MDP: a plain NumPy loop of Algorithm 1 against ratelab, in the common format.
 
-The study: the paper's synthetic MDP (|S| = 100, |A| = 5, d = 10, gamma = 0.9, tabular softmax policy), A3C-TD(0)
-with alpha_k = 30 / (1 + k)^0.6, beta_k = 1 / (1 + k)^0.4, critic radius 20, round-robin delays (tau_k = N - 1),
-for N in {1, 2, 4, 8, 16} workers and ``--seeds`` seeds, ``--steps`` iterations each, the exact J(theta_k) logged
-every ``--log-every`` iterations (one 100 x 100 linear solve), then the samples per worker until the running mean
-of J reaches the experiment's target.
+Shen, Zhang, Hong and Chen (arXiv:2012.15511) publish no code, so (a) is a NumPy loop of the algorithm written
+here from the paper (Algorithm 1, eqs. (6)-(9)), one Python iteration per step as an author would write it.
 
-(a) NumPy: for each N and seed a Python loop over iterations with NumPy arrays (a ring buffer of the last N
-    parameter versions, one Markov chain per worker, inverse-CDF sampling with ``np.searchsorted``), float64;
-(b) ratelab: ``experiments.a3c.worker_sweep``, i.e. ``jit(vmap(vmap(lax.scan)))`` over N and seeds, float32;
-    execution and compile time reported apart.
+The instance: the paper's synthetic MDP (|S| = 100, |A| = 5, d = 10, gamma = 0.9, tabular softmax policy), A3C-TD(0)
+with alpha_k = 30 / (1 + k)^0.6, beta_k = 1 / (1 + k)^0.4, critic radius 20, round-robin delays (tau_k = N - 1).
+One repetition is one seed of the speedup study (experiment ``a3c-speedup``): N in {1, 2, 4, 8, 16} workers,
+``--steps`` iterations each, the exact J(theta_k) logged every ``--log-every`` iterations (one 100 x 100 solve).
 
-Both must agree on what they estimate: the mean over seeds of the final J for every N within 4 standard errors
-(plus 0.02 for float32 / sampling-path differences); the script exits with status 1 otherwise.
+(a) NumPy, float64: for each N a Python loop over iterations (a ring buffer of the last N parameter versions, one
+    Markov chain per worker, inverse-CDF sampling with ``np.searchsorted``); J by ``np.linalg.solve``.
+(b) ratelab, float64: ``ratelab.runner.sweep`` over the five N (``experiments.a3c``'s ``make``, every N padded to 16
+    chains), one seed and R seeds vmapped. It logs more than (a) at each logged step (grad J and the critic's gap as
+    well as J: three solves, not one), so the comparison is conservative for ratelab.
+
+Same answer: the two use different random streams, so for every N the mean over the R repetitions of the final J
+must agree within 4 standard errors (plus 0.02); exit status 1 otherwise. Then the total samples until the running
+mean of J reaches the experiment's target are printed for both, per worker.
+
+FLOPs per step (the algorithm's): the step itself (softmax over |A|, two feature products of length d, the updates)
+is about 8 d + 12 |A|; each logged step adds the exact J, 2/3 |S|^3 + 2 |S|^2 |A| (amortised over ``log_every``).
+The loop is overhead-bound (the roof is far), so the cost per step in microseconds is the number to read.
 
 Run from the repository root::
 
-    python benchmarks/a3c_speedup.py                         # 2 seeds x 10,000 steps; about a minute on 2 cores
-    python benchmarks/a3c_speedup.py --steps 40000 --seeds 4   # the quick config (the NumPy loop takes minutes)
+    python benchmarks/a3c_speedup.py             # 10,000 steps, R = 8 (about a minute on 2 cores)
+    python benchmarks/a3c_speedup.py --quick     # 4,000 steps, R = 4
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
+import _common  # noqa: F401  (puts the repository root on sys.path)
 import jax
 import numpy as np
+from _common import finish, matmul_peak, parse_args, ratios
 
-from experiments.a3c import _QUICK, WORKERS, _mdp, samples_to_target, target_reward, worker_sweep
+from experiments.a3c import _QUICK, WORKERS, _make, _mdp, target_reward
 from ratelab.rates import running_mean
+from ratelab.runner import sweep
 
 
 def numpy_run(mdp, cfg: dict, n_workers: int, seed: int) -> np.ndarray:
@@ -81,48 +91,55 @@ def numpy_run(mdp, cfg: dict, n_workers: int, seed: int) -> np.ndarray:
     return np.asarray(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=10_000)
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--log-every", type=int, default=_QUICK["log_every"])
-    args = ap.parse_args(argv)
-    cfg = {**_QUICK, "steps": args.steps, "seeds": args.seeds, "log_every": args.log_every}
-    print(f"A3C-TD(0) speedup study: N in {WORKERS}, {cfg['seeds']} seeds x {cfg['steps']} steps, J logged every "
-          f"{cfg['log_every']}; {os.cpu_count()} CPUs")
-    mdp = _mdp(cfg)
-    target = target_reward(cfg)
+def ratelab_study(cfg: dict, mdp, seeds: int, key: int):
+    """The five paper rows (N, step scale 1, sigma1 = 0.6) as one vmapped sweep; (J ``[5, seeds, n]``, timings)."""
+    table = tuple((n, 1.0, 0.6) for n in WORKERS)
+    make = _make(cfg["c1"], cfg["c2"], max(WORKERS), cfg["radius"], table)
+    tr = sweep(make, np.arange(len(table), dtype=float), mdp, jax.random.key(key), steps=cfg["steps"], seeds=seeds,
+               log_every=cfg["log_every"], x64=True)
+    return tr, tr.timings
 
-    t0 = time.perf_counter()
-    J_np = np.stack([np.stack([numpy_run(mdp, cfg, n, s) for s in range(cfg["seeds"])]) for n in WORKERS])
-    t_np = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    tr = worker_sweep(cfg, jax.random.key(cfg["seed"]))
-    t_rl = time.perf_counter() - t0
-    run_s, compile_s = tr.timings["run_s"], tr.timings["compile_s"]
-
-    steps = tr.steps
-    hit_np = running_mean(J_np) >= target
-    total_np = np.where(hit_np.any(-1), steps[np.argmax(hit_np, -1)], np.inf)
-    total_rl = samples_to_target(tr, target)
+def main() -> int:
+    args = parse_args(__doc__, "4,000 steps, R = 4", "8 (quick 4)", size=("--steps", "iterations per run"))
+    reps = args.reps or (4 if args.quick else 8)
+    steps = args.steps or (4_000 if args.quick else 10_000)
+    cfg = {**_QUICK, "steps": steps, "seeds": reps}
+    print(f"A3C-TD(0) speedup study: |S| = 100, |A| = 5, d = 10; N in {WORKERS}, {steps} steps, J logged every "
+          f"{cfg['log_every']}; R = {reps}; {os.cpu_count()} CPUs")
+    peak = matmul_peak("float64")
+    with jax.enable_x64(True):
+        mdp = _mdp({**cfg, "x64": True})
+        target = target_reward(cfg)
+        t0 = time.perf_counter()
+        J_np = np.stack([np.stack([numpy_run(mdp, cfg, n, s) for s in range(reps)]) for n in WORKERS])
+        t_np = (time.perf_counter() - t0) / reps
+        timed = {}
+        for seeds in (1, reps):
+            tr, first = ratelab_study(cfg, mdp, seeds, 0)
+            _, again = ratelab_study(cfg, mdp, seeds, 1)  # the same program, other seeds: execution alone
+            timed[seeds] = {"compile_s": first["compile_s"], "run_s": min(first["run_s"], again["run_s"]),
+                            "trace": tr}
+    J_rl = timed[reps]["trace"]["J"]
+    steps_logged = timed[reps]["trace"].steps
     print(f"\n{'N':>3} {'final J numpy':>14} {'final J ratelab':>16} {'samples/worker numpy':>21} "
           f"{'samples/worker ratelab':>23}")
     ok = True
     for j, n in enumerate(WORKERS):
-        a, b = J_np[j, :, -1], tr["J"][j, :, -1]
+        a, b = J_np[j, :, -1], J_rl[j, :, -1]
         se = np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size) if a.size > 1 else 0.0
         agree = abs(a.mean() - b.mean()) <= 4 * se + 0.02
         ok &= bool(agree)
-        print(f"{n:>3} {a.mean():>14.4f} {b.mean():>16.4f} {np.mean(total_np[j]) / n:>21.1f} "
-              f"{np.mean(total_rl[j]) / n:>23.1f}{'' if agree else '  DISAGREE'}")
-    print(f"\nNumPy loop (float64):        {t_np:8.2f} s")
-    print(f"ratelab sweep (float32):     {run_s:8.2f} s execution + {compile_s:.2f} s compile "
-          f"(whole call {t_rl:.2f} s)")
-    print(f"ratio NumPy / ratelab:       {t_np / run_s:8.1f}x (execution), {t_np / t_rl:.1f}x (whole call)")
-    if not ok:
-        print("the two implementations disagree on the final J", file=sys.stderr)
-    return 0 if ok else 1
+        hit = [running_mean(J) >= target for J in (J_np[j], J_rl[j])]
+        tot = [np.where(h.any(-1), steps_logged[np.argmax(h, -1)], np.inf).mean() / n for h in hit]
+        print(f"{n:>3} {a.mean():>14.4f} {b.mean():>16.4f} {tot[0]:>21.1f} {tot[1]:>23.1f}"
+              f"{'' if agree else '  DISAGREE'}")
+    S, A, d = 100, 5, 10
+    flops = 8 * d + 12 * A + (2 / 3 * S**3 + 2 * S**2 * A) / cfg["log_every"]
+    # one repetition = the five N one after another: steps counts every N's iterations
+    res = ratios("A3C-TD(0), N in {1, ..., 16}", t_np, timed[1], timed[reps], reps, steps * len(WORKERS), flops,
+                 peak)
+    return finish(args, "a3c_speedup", {"a3c": res}, ok, "the NumPy loop and ratelab disagree on the final J")
 
 
 if __name__ == "__main__":
