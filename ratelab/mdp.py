@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.linalg import lu_factor, lu_solve
 from jax.scipy.special import xlogy
 
 
@@ -53,6 +54,15 @@ def evaluate(P: jax.Array, r: jax.Array, pi: jax.Array, gamma: Any, tau: Any = 0
 def q_from_v(P: jax.Array, r: jax.Array, V: jax.Array, gamma: Any) -> jax.Array:
     """Q(s, a) = r(s, a) + gamma sum_s' P[s, a, s'] V(s')."""
     return r + gamma * jnp.einsum("sat,t->sa", P, V)
+
+
+def evaluate_with_occupancy(P: jax.Array, r: jax.Array, pi: jax.Array, rho: jax.Array, gamma: Any,
+                            tau: Any = 0.0) -> tuple[jax.Array, jax.Array]:
+    """(V^pi_tau, d^pi) from one LU factorisation of I - gamma P_pi: V solves the system, d its transpose (what
+    :func:`evaluate` and :func:`occupancy` return, for half the factorisations)."""
+    lu = lu_factor(bellman_matrix(P, pi, gamma))
+    V = lu_solve(lu, regularized_reward(r, pi, tau))
+    return V, (1.0 - gamma) * lu_solve(lu, rho, trans=1)
 
 
 def occupancy(P: jax.Array, pi: jax.Array, rho: jax.Array, gamma: Any) -> jax.Array:

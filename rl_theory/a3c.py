@@ -100,9 +100,10 @@ METRICS = ("exact", "none")
 def _metrics(mdp: LinearMDP, theta: jax.Array, omega: jax.Array, which: str) -> dict[str, jax.Array]:
     if which == "none":
         return {}
-    grad = mdp.grad_J(theta)
-    gap = omega - mdp.critic_target(theta)
-    return {"grad_norm_sq": grad @ grad, "J": mdp.J(theta), "critic_gap_sq": gap @ gap}
+    exact = mdp.exact(theta)  # one factorisation of I - gamma P_pi serves the three metrics
+    grad = mdp.grad_J(theta, exact)
+    gap = omega - mdp.critic_target(theta, exact)
+    return {"grad_norm_sq": grad @ grad, "J": mdp.eta @ exact.V, "critic_gap_sq": gap @ gap}
 
 
 def _init_weights(mdp: LinearMDP) -> tuple[jax.Array, jax.Array]:

@@ -22,18 +22,28 @@ b_theta = E[r phi(s)] (eq. (10)).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ratelab.errors import RatelabError
-from ratelab.mdp import evaluate, occupancy, policy_kernel, q_from_v
+from ratelab.mdp import evaluate, evaluate_with_occupancy, occupancy, policy_kernel, q_from_v
 from ratelab.validate import check_choice, check_in_range, check_positive_int
 from rl_theory.precision import device_array, storage_dtype
 
 POLICIES = ("tabular", "features")
+
+
+class Exact(NamedTuple):
+    """What exact policy evaluation gives at one theta: pi ``[S, A]``, V_pi ``[S]``, Q_pi ``[S, A]``, d_theta
+    ``[S]`` (:meth:`LinearMDP.exact`)."""
+
+    pi: jax.Array
+    V: jax.Array
+    Q: jax.Array
+    d: jax.Array
 
 
 @jax.tree_util.register_dataclass
@@ -108,29 +118,35 @@ class LinearMDP:
         """d_theta = (1 - gamma) eta^T (I - gamma P_pi)^{-1}: the stationary law of gamma P_pi + (1 - gamma) eta."""
         return occupancy(self.P, self.policy(theta), self.eta, self.gamma)
 
-    def grad_J(self, theta: jax.Array) -> jax.Array:
-        """The exact policy gradient (policy gradient theorem), ``[d_theta]``."""
+    def exact(self, theta: jax.Array) -> Exact:
+        """pi_theta, V_pi, Q_pi and d_theta from one factorisation of I - gamma P_pi (what :meth:`values` and
+        :meth:`visitation` give); :meth:`grad_J` and :meth:`critic_target` take it to share it."""
         pi = self.policy(theta)
-        V, Q = self.values(theta)
-        d = self.visitation(theta)
+        r_sa = self.expected_reward()
+        V, d = evaluate_with_occupancy(self.P, r_sa, pi, self.eta, self.gamma)
+        return Exact(pi, V, q_from_v(self.P, r_sa, V, self.gamma), d)
+
+    def grad_J(self, theta: jax.Array, exact: Exact | None = None) -> jax.Array:
+        """The exact policy gradient (policy gradient theorem), ``[d_theta]``; ``exact``: :meth:`exact` (theta)."""
+        pi, V, Q, d = self.exact(theta) if exact is None else exact
         w = d[:, None] * pi * (Q - V[:, None]) / (1 - self.gamma)  # [S, A]: weight of psi(s, a)
         if self.tabular:
             return w.reshape(-1)  # sum_a w(s, a) (e_{sa} - sum_b pi(b|s) e_{sb}) = w(s, a): advantages sum to 0
         mean_x = jnp.einsum("sb,sbk->sk", pi, self.X)
         return jnp.einsum("sa,sak->k", w, self.X - mean_x[:, None, :])
 
-    def td_system(self, theta: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def td_system(self, theta: jax.Array, exact: Exact | None = None) -> tuple[jax.Array, jax.Array]:
         """(A_theta, b_theta) of eq. (10), with s ~ mu_theta = d_theta, a ~ pi, s' ~ P(.|s, a)."""
         pi = self.policy(theta)
-        d = self.visitation(theta)
+        d = self.visitation(theta) if exact is None else exact.d
         Phi = self.phi
         A = Phi.T @ (d[:, None] * (self.gamma * policy_kernel(self.P, pi) @ Phi - Phi))
         b = Phi.T @ (d * jnp.sum(pi * self.expected_reward(), axis=1))
         return A, b
 
-    def critic_target(self, theta: jax.Array) -> jax.Array:
-        """omega*_theta with A_theta omega* + b_theta = 0."""
-        A, b = self.td_system(theta)
+    def critic_target(self, theta: jax.Array, exact: Exact | None = None) -> jax.Array:
+        """omega*_theta with A_theta omega* + b_theta = 0; ``exact``: :meth:`exact` (theta), to share its d_theta."""
+        A, b = self.td_system(theta, exact)
         return jnp.linalg.solve(A, -b)
 
     def optimal_J(self, iters: int = 2000) -> float:
