@@ -137,8 +137,7 @@ class LinearMDP:
 
     def td_system(self, theta: jax.Array, exact: Exact | None = None) -> tuple[jax.Array, jax.Array]:
         """(A_theta, b_theta) of eq. (10), with s ~ mu_theta = d_theta, a ~ pi, s' ~ P(.|s, a)."""
-        pi = self.policy(theta)
-        d = self.visitation(theta) if exact is None else exact.d
+        pi, d = (self.policy(theta), self.visitation(theta)) if exact is None else (exact.pi, exact.d)
         Phi = self.phi
         A = Phi.T @ (d[:, None] * (self.gamma * policy_kernel(self.P, pi) @ Phi - Phi))
         b = Phi.T @ (d * jnp.sum(pi * self.expected_reward(), axis=1))
