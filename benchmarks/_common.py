@@ -101,6 +101,30 @@ def write_walls(mode: str, walls: dict[str, float], source: str, measured: dict[
     atomic_write_json(WALLS_FILE, data)
 
 
+def time_seeds(fn: Callable, make_args: Callable[[int, Any], tuple], reps: int,
+               static_argnums: tuple[int, ...] = ()) -> dict[int, dict[str, Any]]:
+    """ratelab's side of a benchmark, for R = 1 and R = ``reps`` seeds: ``jit(fn)`` compiled ahead of time on
+    ``make_args(R, keys)`` (timed: ``compile_s``), then run on the R keys split from key 0 and from key 1 (the same
+    program, other seeds); ``run_s`` is the faster run (execution alone), ``out`` the last run's output."""
+    import jax
+
+    timed = {}
+    for seeds in (1, reps):
+        args = make_args(seeds, jax.random.split(jax.random.key(0), seeds))
+        t0 = time.perf_counter()
+        exe = jax.jit(fn, static_argnums=static_argnums).lower(*args).compile()
+        compile_s = time.perf_counter() - t0
+        runs = []
+        for k in (0, 1):
+            args = make_args(seeds, jax.random.split(jax.random.key(k), seeds))
+            dynamic = [a for i, a in enumerate(args) if i not in static_argnums]
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(exe(*dynamic))
+            runs.append(time.perf_counter() - t0)
+        timed[seeds] = {"compile_s": compile_s, "run_s": min(runs), "out": out}
+    return timed
+
+
 def roof_line(flops_per_step: float, steps: int, seeds: int, run_s: float, peak: float) -> str:
     """Attained FLOP/s of a run and its fraction of the peak, with the cost per step and seed."""
     rate = flops_per_step * steps * seeds / run_s

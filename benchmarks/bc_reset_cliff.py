@@ -37,7 +37,7 @@ import _common  # noqa: F401  (puts the repository root on sys.path)
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import finish, matmul_peak, parse_args, ratios
+from _common import finish, matmul_peak, parse_args, ratios, time_seeds
 
 from rl_theory.imitation import bc_gap_reset_cliff, bc_gap_study, stack_mdps
 from rl_theory.tabular import reset_cliff, reset_cliff_expert
@@ -75,19 +75,24 @@ def policy_evaluation(T, r, rho, policy):
     return float(np.sum(V[:, 0] * rho))
 
 
-def authors_bc_once(T, r, rho, opt, rng: np.random.RandomState) -> float:
-    """One repetition; ``rng`` is NumPy's legacy generator, whose methods the authors call through ``np.random``."""
-    expert = np.zeros((S, A, H))
-    expert[:, opt, :] = 1.0
+def authors_trajectories(T, rho, policy, n: int, rng: np.random.RandomState) -> list[list[tuple[int, int, int]]]:
+    """``sample_dataset_per_traj``: ``n`` episodes of (s, a, h), drawn step by step with ``np.random.choice`` (the
+    env's ``reset`` and ``step`` and ``sample_one_trajetory``); ``policy`` is [S, A, H]."""
     dataset = []
-    for _ in range(N):  # sample_dataset_per_traj
+    for _ in range(n):
         traj, s = [], rng.choice(S, p=rho)
         for step in range(H):
-            a = rng.choice(a=A, p=expert[s, :, step])
+            a = rng.choice(a=A, p=policy[s, :, step])
             traj.append((s, a, step))
             s = rng.choice(a=S, p=T[s, a, :])
         dataset.append(traj)
-    tmp = rng.random_sample(size=[S, A, H])  # TableBC
+    return dataset
+
+
+def authors_table_bc(dataset, rng: np.random.RandomState) -> np.ndarray:
+    """``TableBC.estimate_from_trajectory_data``: counts per (s, a, h); unseen (s, h) keep the random initial
+    policy."""
+    tmp = rng.random_sample(size=[S, A, H])
     policy = tmp / np.sum(tmp, axis=1, keepdims=True)
     counts = np.zeros((S, A, H), dtype=np.float32)
     for traj in dataset:
@@ -98,6 +103,20 @@ def authors_bc_once(T, r, rho, opt, rng: np.random.RandomState) -> float:
             tot = np.sum(counts[s, :, h])
             if tot > 0:
                 policy[s, :, h] = counts[s, :, h] / tot
+    return policy
+
+
+def authors_expert(opt: int) -> np.ndarray:
+    """``CliffWalking.get_optimal_policy``: the rewarded action everywhere, [S, A, H]."""
+    expert = np.zeros((S, A, H))
+    expert[:, opt, :] = 1.0
+    return expert
+
+
+def authors_bc_once(T, r, rho, opt, rng: np.random.RandomState) -> float:
+    """One repetition; ``rng`` is NumPy's legacy generator, whose methods the authors call through ``np.random``."""
+    expert = authors_expert(opt)
+    policy = authors_table_bc(authors_trajectories(T, rho, expert, N, rng), rng)
     return policy_evaluation(T, r, rho, expert) - policy_evaluation(T, r, rho, policy)
 
 
@@ -116,22 +135,10 @@ def main() -> int:
     with jax.enable_x64(True):
         mdp = reset_cliff(S, A, H, rho, expert_actions=np.full(S - 1, opt))
         mdps, pi_e, ns = stack_mdps([mdp]), reset_cliff_expert(mdp), jnp.asarray([N])
-        timed = {}
-        for seeds in (1, reps):
-            keys = jax.random.split(jax.random.key(0), seeds)
-            t0 = time.perf_counter()
-            exe = jax.jit(bc_gap_study, static_argnums=4).lower(mdps, pi_e, ns, keys, N).compile()
-            compile_s = time.perf_counter() - t0
-            runs = []
-            for k in (0, 1):
-                keys = jax.random.split(jax.random.key(k), seeds)
-                t0 = time.perf_counter()
-                out = np.asarray(jax.block_until_ready(exe(mdps, pi_e, ns, keys)))[:, 0]
-                runs.append(time.perf_counter() - t0)
-            timed[seeds] = {"compile_s": compile_s, "run_s": min(runs), "gaps": out}
+        timed = time_seeds(bc_gap_study, lambda seeds, keys: (mdps, pi_e, ns, keys, N), reps, (4,))
     closed = float(bc_gap_reset_cliff(rho, A, H, N))
     ok = True
-    for name, g in (("NumPy", gaps_np), ("ratelab", timed[reps]["gaps"])):
+    for name, g in (("NumPy", gaps_np), ("ratelab", np.asarray(timed[reps]["out"])[:, 0])):
         se = g.std(ddof=1) / np.sqrt(g.size)
         ok &= abs(g.mean() - closed) <= 4 * se + 1e-12
         print(f"{name:8} mean gap {g.mean():.4f} +- {se:.4f} (closed form {closed:.4f})")

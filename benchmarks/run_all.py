@@ -1,10 +1,11 @@
 """Run every benchmark and regenerate ``benchmarks/RESULTS.md`` (machine, date, versions, every ratio and roof).
 
 Each benchmark runs in its own process. The authors'-loop benchmarks (``rfedsvrg_kpca``, ``radmm_spca``,
-``pbgd_hyperclean``, ``bc_reset_cliff``), ``a3c_speedup`` (a loop written from the paper: no public code) and
-``attention_kernels`` write JSON records that become the summary tables; every benchmark's full printout is kept
-below them, with the command that produced it. The ``verify --full`` section at the end is rendered from
-``benchmarks/verify_full.json``, the records of ``benchmarks/verify_full.py`` (hours of runs, not repeated here).
+``pbgd_hyperclean``, ``bc_reset_cliff``, ``mbtail_reset_cliff``), ``a3c_speedup`` (a loop written from the paper:
+no public code) and ``attention_kernels`` write JSON records that become the summary tables; every benchmark's
+full printout is kept below them, with the command that produced it. The ``verify --full`` section at the end is
+rendered from ``benchmarks/verify_full.json``, the records of ``benchmarks/verify_full.py`` (hours of runs, not
+repeated here).
 
 Threads: ``--threads 1`` (the default) pins NumPy's BLAS and XLA to one thread each (``OPENBLAS_NUM_THREADS``,
 ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``; ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
@@ -40,6 +41,7 @@ BENCHMARKS = {
     "radmm_spca": ([], ["--quick"], True),
     "pbgd_hyperclean": ([], ["--quick"], True),
     "bc_reset_cliff": ([], ["--quick"], True),
+    "mbtail_reset_cliff": ([], ["--quick"], True),
     "a3c_speedup": ([], ["--quick"], True),
     "sa_throughput": (["--quick"], ["--quick", "--dims", ""], False),
     "aipod": ([], ["--seeds", "4", "--steps", "500"], False),

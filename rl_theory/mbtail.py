@@ -37,13 +37,13 @@ import jax.numpy as jnp
 
 from ratelab.schedules import as_schedule
 from rl_theory.imitation import behavior_cloning, counts
-from rl_theory.tabular import TabularMDP, occupancy, policy_values, rollout_transitions
+from rl_theory.tabular import TabularMDP, greedy_policy, occupancy, policy_values, rollout_transitions
 
 
-def empirical_model(n_sas: jax.Array) -> jax.Array:
-    """P_hat(s'|s, a) = n(s, a, s') / n(s, a); uniform over states where (s, a) was never tried."""
+def empirical_model(n_sas: jax.Array, eps: float = 0.0) -> jax.Array:
+    """P_hat(s'|s, a) = n(s, a, s') / (n(s, a) + ``eps``); uniform over states where (s, a) was never tried."""
     tot = n_sas.sum(-1, keepdims=True)
-    return jnp.where(tot > 0, n_sas / jnp.maximum(tot, 1.0), 1.0 / n_sas.shape[-1])
+    return jnp.where(tot > 0, n_sas / (tot + eps if eps else jnp.maximum(tot, 1.0)), 1.0 / n_sas.shape[-1])
 
 
 def transition_counts(states: jax.Array, actions: jax.Array, next_states: jax.Array, mask: jax.Array,
@@ -91,18 +91,19 @@ def tail_estimator(mdp: TabularMDP, expert_states: jax.Array, expert_actions: ja
     return first + second, transition_counts(st, ac, nx, mask, S, A)
 
 
-def rf_express_bonus(n_hsas: jax.Array, delta: float) -> jax.Array:
+def rf_express_bonus(n_hsas: jax.Array, delta: float, eps: float = 0.0) -> jax.Array:
     """RF-Express's W[h, s, a] (Menard et al. 2021, Algorithm 1) from per-step counts ``n_hsas[h, s, a, s']``:
 
         W_h(s, a) = min(H, 15 H^2 beta(n_h(s, a), delta) / n_h(s, a)
                            + (1 + 1/H) sum_s' P_hat_h(s'|s, a) max_a' W_{h+1}(s', a')),   W_H = 0,
 
     beta(n, delta) = log(3 S A H / delta) + S log(8 e (n + 1)), and W_h(s, a) = H where n_h(s, a) = 0; P_hat_h is
-    the empirical transition of step h. (With few episodes the first term exceeds H everywhere, so W = H and the
-    exploration policy breaks its ties at random: uniform exploration, as in the paper.)"""
+    the empirical transition of step h (:func:`empirical_model` with ``eps``). (With few episodes the first term
+    exceeds H everywhere, so W = H and the exploration policy breaks its ties at random: uniform exploration, as in
+    the paper.)"""
     H, S, A = n_hsas.shape[:3]
     n = n_hsas.sum(-1)  # [H, S, A]
-    p_hat = empirical_model(n_hsas)  # [H, S, A, S]
+    p_hat = empirical_model(n_hsas, eps)  # [H, S, A, S]
     beta = jnp.log(3 * S * A * H / delta) + S * jnp.log(8 * jnp.e * (n + 1))
     first = 15 * H**2 * beta / jnp.maximum(n, 1)
 
@@ -152,18 +153,9 @@ def ail_in_model(mdp: TabularMDP, p_hat: jax.Array, d_hat: jax.Array, iterations
     ``eta``: a float or an optax schedule of t = 0, ..., T - 1."""
     eta_s = as_schedule(eta)
     model = TabularMDP(p_hat, mdp.r, mdp.rho, mdp.horizon)
-    A = mdp.n_actions
-
-    def best_response(w):
-        def vi(v_next, w_h):
-            q = w_h + p_hat @ v_next
-            return q.max(-1), jax.nn.one_hot(q.argmax(-1), A, dtype=q.dtype)
-
-        _, pi = jax.lax.scan(vi, jnp.zeros(mdp.n_states, p_hat.dtype), w, reverse=True)
-        return pi
 
     def body(g_sum, t):
-        pi = best_response(jnp.tanh(eta_s(t) * g_sum))
+        pi = greedy_policy(p_hat, jnp.tanh(eta_s(t) * g_sum))
         g = d_hat - occupancy(model, pi)
         return g_sum + g, pi
 

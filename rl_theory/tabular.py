@@ -141,18 +141,23 @@ def step_rewards(mdp: TabularMDP, pi: jax.Array) -> jax.Array:
     return jnp.einsum("hsa,sa->h", occupancy(mdp, pi), mdp.r)
 
 
+def greedy_policy(P: jax.Array, reward: jax.Array) -> jax.Array:
+    """The optimal deterministic policy ``pi[h, s, a]`` of the horizon-H problem with kernel ``P[s, a, s']`` and
+    reward ``reward[h, s, a]``, by backward induction (one-hot, ties to the lowest action, as ``argmax``)."""
+
+    def body(v_next, r_h):
+        q = r_h + P @ v_next
+        return q.max(-1), jax.nn.one_hot(q.argmax(-1), P.shape[-2], dtype=P.dtype)
+
+    _, pis = jax.lax.scan(body, jnp.zeros(P.shape[0], P.dtype), reward, reverse=True)
+    return pis
+
+
 def value_iteration(mdp: TabularMDP, reward: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """An optimal deterministic policy ``pi[h, s, a]`` (one-hot, ties to the lowest action) and ``V*[h, s]``."""
     r = mdp.r if reward is None else reward
     r = jnp.broadcast_to(r, (mdp.horizon, mdp.n_states, mdp.n_actions))
-
-    def body(v_next, r_h):
-        q = r_h + mdp.P @ v_next
-        return q.max(-1), jax.nn.one_hot(q.argmax(-1), mdp.n_actions, dtype=mdp.P.dtype)
-
-    v_end = jnp.zeros(mdp.n_states, mdp.P.dtype)
-    v0, pis = jax.lax.scan(body, v_end, r, reverse=True)
-    del v0
+    pis = greedy_policy(mdp.P, r)
     return pis, policy_values(mdp, pis, r)
 
 

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import attention_kernels  # noqa: E402
 import bc_reset_cliff  # noqa: E402
+import mbtail_reset_cliff  # noqa: E402
 import pbgd_hyperclean  # noqa: E402
 import radmm_spca  # noqa: E402
 import rfedsvrg_kpca  # noqa: E402
@@ -88,6 +89,19 @@ def test_authors_cliff_walking_is_ratelabs_reset_cliff():
         np.testing.assert_allclose(np.asarray(mdp.P), T)
         value = float(expected_return(mdp, jnp.asarray(np.moveaxis(pi, 2, 0))))
     assert np.isclose(value, bc_reset_cliff.policy_evaluation(T, r, rho, pi), rtol=1e-12)
+
+
+def test_authors_mbtail_loop_and_ratelab_compute_the_same_estimate_bonus_and_gap():
+    """One pass of the MB-TAIL code's ``main`` at K = 100 (NumPy port): its estimate d_hat, its last RF-Express W
+    and its AIL gap are ratelab's (``prefix_estimator``, ``rf_express_bonus``, ``ail_multiplicative_weights``) on
+    the same trajectories, counts, model and initial reward."""
+    rho = bc_reset_cliff.authors_rho(bc_reset_cliff.S, bc_reset_cliff.N)
+    keep: dict = {}
+    gap = mbtail_reset_cliff.authors_once(100, rho, np.random.RandomState(3), keep)
+    assert 0 <= gap <= bc_reset_cliff.H
+    with jax.enable_x64(True):
+        diffs = mbtail_reset_cliff.exact_checks(keep, rho)
+    assert all(v <= 1e-9 for v in diffs.values()), diffs
 
 
 def test_attention_numpy_loop_is_ratelabs_gd_over_its_first_steps():
