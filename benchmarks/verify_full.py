@@ -69,8 +69,18 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
+def _jax_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jax")
+    except PackageNotFoundError:
+        return "?"
+
+
 def _machine() -> dict:
     return {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "jax": _jax_version(),
             "cpu": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                          if ln.startswith("model name")), "?") if Path("/proc/cpuinfo").exists() else "?"}
 
@@ -130,7 +140,15 @@ def render(records: dict) -> str:
     for r in rows:
         if r.get("note"):
             lines += ["", f"Conditions of the `--jobs {r['jobs']}` run: {r['note']}"]
-    if len(rows) >= 2:
+    def code(r: dict) -> str:
+        return f"{r['commit']} with jax {r['machine'].get('jax', '?')}"
+
+    comparable = len({code(r) for r in rows}) == 1
+    if len(rows) >= 2 and not comparable:
+        lines += ["", "The runs measured different code (" + ", ".join(f"`--jobs {r['jobs']}`: {code(r)}"
+                                                                       for r in rows)
+                  + "), so their times and results are not compared."]
+    elif len(rows) >= 2:
         a, b = rows[0], rows[1]
         same = a["digest"] == b["digest"]
         lines += ["", f"Speed-up of `--jobs {b['jobs']}` over `--jobs {a['jobs']}`: "
@@ -138,10 +156,11 @@ def render(records: dict) -> str:
                   + ("identical: every verdict and every trace array (wall-clock times aside) hash the same "
                      f"(sha256 {a['digest'][:16]}...)." if same else
                      f"DIFFER: digests {a['digest'][:16]}... and {b['digest'][:16]}...")]
-    serial = min(rows, key=lambda r: r["jobs"])
-    top = sorted(serial["walls"].items(), key=lambda kv: -kv[1])[:10]
-    total = sum(serial["walls"].values())
-    lines += ["", f"The ten longest experiments of the `--jobs {serial['jobs']}` run (wall s, of {total:.0f} s "
+    # the serial run's walls when the runs measured the same code, else the newest run's
+    ref = min(rows, key=lambda r: r["jobs"]) if comparable else max(rows, key=lambda r: r["date"])
+    top = sorted(ref["walls"].items(), key=lambda kv: -kv[1])[:10]
+    total = sum(ref["walls"].values())
+    lines += ["", f"The ten longest experiments of the `--jobs {ref['jobs']}` run (wall s, of {total:.0f} s "
               "summed over all experiments): " + ", ".join(f"{k} {v:.0f}" for k, v in top) + ".",
               "", "Commands: " + "; ".join(f"`{r['command']}`" for r in rows) + ".", END]
     return "\n".join(lines)

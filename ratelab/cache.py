@@ -20,6 +20,15 @@ Use:
 * Python: ``ratelab.enable_cache()`` (optionally with a folder) before the compilations you want cached;
   ``ratelab.cache.disable()``; ``ratelab.cache.clear()`` deletes the entries; ``ratelab.cache.size_bytes()``.
 
+Quiet loads: on some x86 CPUs every cache hit makes XLA:CPU's executable loader log three ERROR lines of about
+3 KB each ("Target machine feature +prefer-no-gather is not supported on the host machine ... could lead to
+execution errors such as SIGILL"; jax issue 38445, openxla issue 44565): the check counts LLVM's tuning hints as
+instruction-set features, the executable loads and runs correctly (it was compiled on this machine), and a warm
+``verify --quick`` printed thousands of such lines (seen with jax 0.9.2 on a Xeon with AMX). The command line
+therefore sets ``TF_CPP_MIN_LOG_LEVEL=3`` (XLA's C++ log: fatal messages only) when the cache is on and the user
+has not set the variable (:func:`quiet_loader_log`); errors still reach Python as exceptions. XLA reads the variable
+when jax starts its backend: in a notebook, set it before the first computation to get the same.
+
 Every program is cached, however fast it compiled (``jax_persistent_cache_min_compile_time_secs = 0`` and
 ``jax_persistent_cache_min_entry_size_bytes = 0``): jax's default skips programs that compile in under 1 s, and
 most of a quick experiment's programs do, while loading one takes milliseconds. The cache saves XLA's compile
@@ -78,6 +87,20 @@ def _atomic_cache(folder: Path):
             clear(self._path)
 
     return AtomicFileCache(folder)
+
+
+LOG_ENV = "TF_CPP_MIN_LOG_LEVEL"
+
+
+def quiet_loader_log() -> bool:
+    """Set ``TF_CPP_MIN_LOG_LEVEL=3`` unless the user set it or jax's backend is up (see the module docstring);
+    returns whether it was set."""
+    from ratelab.xla_flags import _backend_started
+
+    if LOG_ENV in os.environ or _backend_started():
+        return False
+    os.environ[LOG_ENV] = "3"
+    return True
 
 
 def enable(path: str | os.PathLike | None = None) -> Path:

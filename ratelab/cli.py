@@ -337,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     xla_flags.apply()  # compiler flags that cut compile time (ratelab.xla_flags), before jax starts its backend
+    if getattr(args, "cache", False):
+        from ratelab.cache import quiet_loader_log
+
+        quiet_loader_log()  # no ERROR lines from XLA:CPU's loader on every cache hit (ratelab.cache)
     try:
         if args.command == "list":
             return _cmd_list(args)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ratelab.validate import check_in_range, check_positive_int, check_shape
 from rl_theory.imitation import counts
 from rl_theory.mbtail import _episode_keys, _rollout_full, empirical_model, greedy_random_ties, rf_express_bonus
 from rl_theory.tabular import TabularMDP, greedy_policy, occupancy, policy_values
@@ -135,6 +136,11 @@ def mb_tail_code(mdp: TabularMDP, pi_expert: jax.Array, expert_states: jax.Array
                  key: jax.Array, episodes: jax.Array, episodes_max: int, *, iterations: int = 500,
                  bc_fraction: float = 0.2, delta: float = 0.1) -> jax.Array:
     """The exact gap of MB-TAIL as the authors' code runs it (module docstring) with K = ``episodes``."""
+    check_positive_int("episodes_max", episodes_max)
+    check_positive_int("iterations", iterations)
+    check_in_range("bc_fraction", bc_fraction, 0.0, 1.0, closed="neither")
+    check_in_range("delta", delta, 0.0, 1.0, closed="neither")
+    check_shape("expert_actions", expert_actions, expert_states.shape, "one action per expert state")
     S, A = mdp.n_states, mdp.n_actions
     k_bc, k_roll, k_rf, k_c = jax.random.split(key, 4)
     N = expert_states.shape[0]

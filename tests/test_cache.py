@@ -79,3 +79,38 @@ def test_an_unwritable_folder_is_a_clear_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(cache.RatelabError, match="the cache folder must be writable"):
         cache.enable(blocker / "jax")
+
+
+def test_cache_hits_do_not_flood_stderr_with_the_loaders_feature_check(tmp_path):
+    """XLA:CPU's loader logs ERROR lines on every cache hit on some CPUs (ratelab.cache): the command line quiets
+    XLA's C++ log when the cache is on, unless the user set TF_CPP_MIN_LOG_LEVEL (then their level holds)."""
+    folder = tmp_path / "jax"
+    base = {k: v for k, v in os.environ.items() if k != cache.LOG_ENV}
+    cmd = [sys.executable, "-m", "ratelab.cli", "run", "rm-slow", "--seeds", "4", "--steps", "200", "--no-progress",
+           "--force", "--out", str(tmp_path / "out")]
+
+    def stderr(**env: str) -> str:
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                             env={**base, "PYTHONPATH": str(ROOT), cache.ENV_DIR: str(folder), **env})
+        assert out.returncode in (0, 1), out.stderr
+        return out.stderr
+
+    stderr()  # fills the cache
+    assert cache.size_bytes(folder) > 0
+    loud = stderr(**{cache.LOG_ENV: "0"})  # the user's own level is kept: every load logs (the control)
+    assert "pjrt_executable" in loud or "cpu_aot_loader" in loud
+    quiet = stderr()
+    assert "pjrt_executable" not in quiet and "cpu_aot_loader" not in quiet
+
+
+def test_quiet_loader_log_keeps_the_users_setting(monkeypatch):
+    from ratelab import xla_flags
+
+    monkeypatch.setattr(xla_flags, "_backend_started", lambda: False)
+    monkeypatch.setenv(cache.LOG_ENV, "1")
+    assert not cache.quiet_loader_log() and os.environ[cache.LOG_ENV] == "1"
+    monkeypatch.delenv(cache.LOG_ENV)
+    assert cache.quiet_loader_log() and os.environ[cache.LOG_ENV] == "3"
+    monkeypatch.delenv(cache.LOG_ENV)
+    monkeypatch.setattr(xla_flags, "_backend_started", lambda: True)  # too late: XLA has read it
+    assert not cache.quiet_loader_log() and cache.LOG_ENV not in os.environ

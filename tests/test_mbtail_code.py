@@ -6,6 +6,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rl_theory.mbtail_code import (
     ail_multiplicative_weights,
@@ -118,3 +119,20 @@ def test_ail_in_the_true_model_with_the_true_occupancy_recovers_the_expert():
         uniform = jnp.full((H, S, A), 1.0 / A)
         control = float(run(mdp, pi_e, mdp.P, mdp.rho, occupancy(mdp, uniform), c0, 500))
         assert control > 0.5 * H
+
+
+def test_mb_tail_code_rejects_bad_settings_by_name():
+    from ratelab.errors import RatelabError
+    from rl_theory.mbtail_code import mb_tail_code
+
+    mdp = reset_cliff(4, 2, 3)
+    pi_e = reset_cliff_expert(mdp)
+    es, ea = sample_trajectories(mdp, pi_e, jax.random.key(0), 4)
+    key = jax.random.key(1)
+    for kw, name in (({"bc_fraction": 1.5}, "bc_fraction"), ({"iterations": 0}, "iterations"),
+                     ({"delta": 0.0}, "delta"), ({"episodes_max": 0}, "episodes_max")):
+        args = {"episodes_max": 10, **kw}
+        with pytest.raises(RatelabError, match=name):
+            mb_tail_code(mdp, pi_e, es, ea, key, jnp.int32(10), args.pop("episodes_max"), **args)
+    with pytest.raises(RatelabError, match="expert_actions"):
+        mb_tail_code(mdp, pi_e, es, ea[:, :2], key, jnp.int32(10), 10)

@@ -44,3 +44,7 @@ def test_adopt_reads_time_v_log_and_render_compares(tmp_path):
     assert "DIFFER" in verify_full.render({1: {**one, "digest": "0" * 64}, 2: two})
     noted = verify_full.render({1: {**one, "note": "a test suite ran beside it"}, 2: two})
     assert "\n\nConditions of the `--jobs 1` run: a test suite ran beside it" in noted
+    # runs of different code (another commit, or the same commit under another jax) are not compared
+    for other in ({**two, "commit": "def"}, {**two, "machine": {**machine, "jax": "0.9.2"}}):
+        text = verify_full.render({1: {**one, "digest": "0" * 64}, 2: other})
+        assert "not compared" in text and "DIFFER" not in text and "identical" not in text and "x in wall" not in text
