@@ -20,11 +20,12 @@ Use:
 * Python: ``ratelab.enable_cache()`` (optionally with a folder) before the compilations you want cached;
   ``ratelab.cache.disable()``; ``ratelab.cache.clear()`` deletes the entries; ``ratelab.cache.size_bytes()``.
 
-Quiet loads: on some x86 CPUs every cache hit makes XLA:CPU's executable loader log three ERROR lines of about
-3 KB each ("Target machine feature +prefer-no-gather is not supported on the host machine ... could lead to
-execution errors such as SIGILL"; jax issue 38445, openxla issue 44565): the check counts LLVM's tuning hints as
-instruction-set features, the executable loads and runs correctly (it was compiled on this machine), and a warm
-``verify --quick`` printed thousands of such lines (seen with jax 0.9.2 on a Xeon with AMX). The command line
+Quiet loads: on some x86 CPUs every cache hit makes XLA's C++ log print a warning and two ERROR lines of about
+3 KB each from XLA:CPU's executable loader ("Target machine feature +prefer-no-gather is not supported on the host
+machine ... could lead to execution errors such as SIGILL"; jax issue 38445, openxla issue 44565): the check counts
+LLVM's tuning hints as instruction-set features, and the executable loads and runs correctly (it was compiled on
+this machine). A warm ``verify --quick`` loads about 400 programs, so it printed about 1,200 such lines (seen with
+jax 0.9.2 on a Xeon with AMX). The command line
 therefore sets ``TF_CPP_MIN_LOG_LEVEL=3`` (XLA's C++ log: fatal messages only) when the cache is on and the user
 has not set the variable (:func:`quiet_loader_log`); errors still reach Python as exceptions. XLA reads the variable
 when jax starts its backend: in a notebook, set it before the first computation to get the same.
