@@ -97,9 +97,8 @@ def ratelab_study(cfg: dict, mdp, seeds: int, key: int):
     """The five paper rows (N, step scale 1, sigma1 = 0.6) as one vmapped sweep (J: ``[5, seeds, n]``)."""
     table = tuple((n, 1.0, 0.6) for n in WORKERS)
     make = _make(cfg["c1"], cfg["c2"], max(WORKERS), cfg["radius"], table)
-    tr = sweep(make, np.arange(len(table), dtype=float), mdp, jax.random.key(key), steps=cfg["steps"], seeds=seeds,
-               log_every=cfg["log_every"], x64=True)
-    return tr
+    return sweep(make, np.arange(len(table), dtype=float), mdp, jax.random.key(key), steps=cfg["steps"],
+                 seeds=seeds, log_every=cfg["log_every"], x64=True)
 
 
 def main() -> int:

@@ -231,7 +231,7 @@ def exact_checks(keep, rho):
     bs, ba = to_arrays(keep["bc_dataset"])
     d_hat = prefix_estimator(es, ea, bs, ba, jnp.ones(bs.shape[0], bool), S, A)
     n_sas = jnp.asarray(keep["counts"], jnp.float64)
-    w = rf_express_bonus(jnp.broadcast_to(n_sas, (H, S, A, S)), DELTA, P_EPS)
+    w = rf_express_bonus(n_sas, DELTA, P_EPS, horizon=H)
     gap = jax.jit(ail_multiplicative_weights, static_argnums=6)(
         mdp, pi_e, jnp.asarray(keep["P"]), jnp.asarray(keep["init"]), jnp.asarray(keep["est"]).transpose(2, 0, 1),
         jnp.asarray(keep["reward"]).transpose(2, 0, 1), ITERS)

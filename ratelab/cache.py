@@ -25,10 +25,10 @@ Quiet loads: on some x86 CPUs every cache hit makes XLA's C++ log print a warnin
 machine ... could lead to execution errors such as SIGILL"; jax issue 38445, openxla issue 44565): the check counts
 LLVM's tuning hints as instruction-set features, and the executable loads and runs correctly (it was compiled on
 this machine). A warm ``verify --quick`` loads about 400 programs, so it printed about 1,200 such lines (seen with
-jax 0.9.2 on a Xeon with AMX). The command line
-therefore sets ``TF_CPP_MIN_LOG_LEVEL=3`` (XLA's C++ log: fatal messages only) when the cache is on and the user
-has not set the variable (:func:`quiet_loader_log`); errors still reach Python as exceptions. XLA reads the variable
-when jax starts its backend: in a notebook, set it before the first computation to get the same.
+jax 0.9.2 on a Xeon with AMX). The command line therefore sets ``TF_CPP_MIN_LOG_LEVEL=3`` (XLA's C++ log: fatal
+messages only) when the cache is on and the user has not set the variable (:func:`quiet_loader_log`); errors still
+reach Python as exceptions. XLA reads the variable when jax starts its backend: in a notebook, set it before the
+first computation to get the same.
 
 Every program is cached, however fast it compiled (``jax_persistent_cache_min_compile_time_secs = 0`` and
 ``jax_persistent_cache_min_entry_size_bytes = 0``): jax's default skips programs that compile in under 1 s, and

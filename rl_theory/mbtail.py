@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ratelab.errors import RatelabError
 from ratelab.schedules import as_schedule
 from rl_theory.imitation import behavior_cloning, counts
 from rl_theory.tabular import TabularMDP, greedy_policy, occupancy, policy_values, rollout_transitions
@@ -91,7 +92,7 @@ def tail_estimator(mdp: TabularMDP, expert_states: jax.Array, expert_actions: ja
     return first + second, transition_counts(st, ac, nx, mask, S, A)
 
 
-def rf_express_bonus(n_hsas: jax.Array, delta: float, eps: float = 0.0) -> jax.Array:
+def rf_express_bonus(n_hsas: jax.Array, delta: float, eps: float = 0.0, horizon: int | None = None) -> jax.Array:
     """RF-Express's W[h, s, a] (Menard et al. 2021, Algorithm 1) from per-step counts ``n_hsas[h, s, a, s']``:
 
         W_h(s, a) = min(H, 15 H^2 beta(n_h(s, a), delta) / n_h(s, a)
@@ -100,20 +101,28 @@ def rf_express_bonus(n_hsas: jax.Array, delta: float, eps: float = 0.0) -> jax.A
     beta(n, delta) = log(3 S A H / delta) + S log(8 e (n + 1)), and W_h(s, a) = H where n_h(s, a) = 0; P_hat_h is
     the empirical transition of step h (:func:`empirical_model` with ``eps``). (With few episodes the first term
     exceeds H everywhere, so W = H and the exploration policy breaks its ties at random: uniform exploration, as in
-    the paper.)"""
-    H, S, A = n_hsas.shape[:3]
-    n = n_hsas.sum(-1)  # [H, S, A]
-    p_hat = empirical_model(n_hsas, eps)  # [H, S, A, S]
+    the paper.) Time-homogeneous counts ``[S, A, S]``, shared by every step, need ``horizon`` = H; they give what
+    the same table repeated H times gives, with the model and the first term computed once."""
+    homogeneous = n_hsas.ndim == 3
+    if homogeneous and horizon is None:
+        raise RatelabError("horizon must be given with time-homogeneous counts n[s, a, s'] (shape [S, A, S])")
+    H = horizon if homogeneous else n_hsas.shape[0]
+    S, A = n_hsas.shape[-3:-1]
+    n = n_hsas.sum(-1)  # [(H,) S, A]
+    p_hat = empirical_model(n_hsas, eps)  # [(H,) S, A, S]
     beta = jnp.log(3 * S * A * H / delta) + S * jnp.log(8 * jnp.e * (n + 1))
     first = 15 * H**2 * beta / jnp.maximum(n, 1)
 
-    def body(w_next, inputs):
-        first_h, p_h, n_h = inputs
+    def step(w_next, first_h, p_h, n_h):
         w = jnp.minimum(float(H), first_h + (1 + 1 / H) * p_h @ w_next.max(-1))
         w = jnp.where(n_h > 0, w, float(H))
         return w, w
 
-    _, ws = jax.lax.scan(body, jnp.zeros((S, A), n_hsas.dtype), (first, p_hat, n), reverse=True)
+    w_end = jnp.zeros((S, A), n_hsas.dtype)
+    if homogeneous:
+        _, ws = jax.lax.scan(lambda w, _: step(w, first, p_hat, n), w_end, None, length=H, reverse=True)
+    else:
+        _, ws = jax.lax.scan(lambda w, xs: step(w, *xs), w_end, (first, p_hat, n), reverse=True)
     return ws
 
 

@@ -38,9 +38,9 @@ import jax
 import jax.numpy as jnp
 
 from ratelab.validate import check_in_range, check_positive_int, check_shape
-from rl_theory.imitation import counts
+from rl_theory.imitation import counts, policy_from_counts
 from rl_theory.mbtail import _episode_keys, _rollout_full, empirical_model, greedy_random_ties, rf_express_bonus
-from rl_theory.tabular import TabularMDP, greedy_policy, occupancy, policy_values
+from rl_theory.tabular import TabularMDP, greedy_policy, imitation_gap, occupancy
 
 P_EPS = 1e-8  # RFExpress.run: P = T / (C + 1e-8)
 STEP_CLIP = (1e-8, 1e8)  # TableNewAIL: np.clip(step_size, a_min=EPS, a_max=INF)
@@ -55,9 +55,8 @@ def prefix_covered(states: jax.Array, actions: jax.Array, ref_states: jax.Array,
 def table_bc(states: jax.Array, actions: jax.Array, n_states: int, n_actions: int, key: jax.Array) -> jax.Array:
     """``TableBC``: the empirical policy where (h, s) was seen, a random normalised one (``key``) elsewhere."""
     n = counts(states, actions, jnp.ones(states.shape[0], bool), n_states, n_actions)
-    tot = n.sum(-1, keepdims=True)
     u = jax.random.uniform(key, n.shape, n.dtype)
-    return jnp.where(tot > 0, n / jnp.where(tot > 0, tot, 1.0), u / u.sum(-1, keepdims=True))
+    return jnp.where(n.sum(-1, keepdims=True) > 0, policy_from_counts(n), u / u.sum(-1, keepdims=True))
 
 
 def prefix_estimator(expert_states: jax.Array, expert_actions: jax.Array, bc_states: jax.Array,
@@ -91,7 +90,7 @@ def rf_express_code(mdp: TabularMDP, key: jax.Array, episodes: jax.Array, episod
         on = k < episodes
         n_sas = n_sas + jnp.where(on, jnp.zeros_like(n_sas).at[st, ac, nx].add(1.0), 0.0)
         n_init = n_init + jnp.where(on, jax.nn.one_hot(st[0], S, dtype=n_init.dtype), 0.0)
-        w = rf_express_bonus(jnp.broadcast_to(n_sas, (H, S, A, S)), delta, P_EPS)
+        w = rf_express_bonus(n_sas, delta, P_EPS, horizon=H)
         pi = jnp.where(on, greedy_random_ties(w, k_tie), pi)
         return (n_sas, n_init, pi), None
 
@@ -128,8 +127,7 @@ def ail_multiplicative_weights(mdp: TabularMDP, pi_expert: jax.Array, p_hat: jax
 
     init = (reward0, pi0, jnp.zeros((), d_hat.dtype), jnp.zeros_like(d_hat))
     (_, _, _, occ), _ = jax.lax.scan(body, init, None, length=iterations)
-    pi_mix = policy_from_occupancy(occ / iterations)
-    return mdp.rho @ (policy_values(mdp, pi_expert)[0] - policy_values(mdp, pi_mix)[0])
+    return imitation_gap(mdp, pi_expert, policy_from_occupancy(occ / iterations))
 
 
 def mb_tail_code(mdp: TabularMDP, pi_expert: jax.Array, expert_states: jax.Array, expert_actions: jax.Array,

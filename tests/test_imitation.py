@@ -507,6 +507,14 @@ def test_empirical_model_and_rf_express_bonus():
     w_more = np.asarray(bonus(jnp.asarray(1e7 * n_h), delta))
     np.testing.assert_allclose(w_more, _np_rf_express_w(1e7 * n_h, delta), rtol=1e-12)
     assert np.all(w_more <= w + 1e-12) and w_more[-1][n_h[-1].sum(-1) > 0].max() < H
+    # one time-homogeneous table is the same table at every step
+    n_s = n_h[0]
+    w_hom = np.asarray(jax.jit(rf_express_bonus, static_argnums=(1, 2, 3))(jnp.asarray(n_s), delta, 1e-8, H))
+    w_rep = np.asarray(jax.jit(rf_express_bonus, static_argnums=(1, 2))(jnp.asarray(np.broadcast_to(n_s, n_h.shape)),
+                                                                   delta, 1e-8))
+    np.testing.assert_array_equal(w_hom, w_rep)
+    with pytest.raises(RatelabError, match="horizon"):
+        rf_express_bonus(jnp.asarray(n_s), delta)
 
 
 def test_rf_express_explores_every_reachable_pair():
